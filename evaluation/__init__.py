@@ -1,0 +1,1 @@
+"""Routing policy benchmark and off-policy evaluation."""

@@ -1,0 +1,1 @@
+"""payroute.features: feature declarations, offline builder and online store from one definition."""

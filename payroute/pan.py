@@ -1,0 +1,52 @@
+"""Card-number (PAN) screening: find full card numbers anywhere in inbound data, without echoing them.
+
+payroute only ever handles a card's BIN (first 6-8 digits). A full PAN in any field is refused; the
+error names the field but never repeats the value, and nothing here logs it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+# A run of 13-19 digits, optionally grouped by single spaces or dashes ("4111 1111 1111 1111").
+_PAN_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+
+
+def luhn_valid(digits: str) -> bool:
+    """True when a digit string passes the Luhn (mod 10) check used by every card scheme."""
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = ord(char) - 48
+        if position % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def contains_pan(text: str) -> bool:
+    """True when the text holds a 13-19 digit run (spaces/dashes allowed) that passes Luhn."""
+    for match in _PAN_CANDIDATE.finditer(text):
+        digits = re.sub(r"[ -]", "", match.group(0))
+        if 13 <= len(digits) <= 19 and luhn_valid(digits):
+            return True
+    return False
+
+
+def find_pan_fields(value: Any, path: str = "") -> Iterator[str]:
+    """Yield the dotted path of every string (or integer) inside ``value`` that holds a PAN."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from find_pan_fields(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from find_pan_fields(item, f"{path}[{index}]")
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, (str, int)):
+        if contains_pan(str(value)):
+            yield path or "<root>"
+
+
+PAN_MESSAGE = "looks like a full card number (PAN); send only the BIN (first 6-8 digits)"

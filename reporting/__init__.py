@@ -1,0 +1,1 @@
+"""Operations reporting and PSP fee reconciliation."""

@@ -1,0 +1,1 @@
+"""payroute.serving: ranker, BentoML scoring service, client and dispatcher."""

@@ -1,0 +1,1 @@
+"""Fallback dispatcher: walks a ranking across PSPs, never double-charges, reports every outcome."""

@@ -1,0 +1,1 @@
+"""Routing engine: eligibility, objective, Thompson-sampling bandit, propensities, cascade order."""

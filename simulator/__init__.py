@@ -1,0 +1,1 @@
+"""payroute.simulator: the seeded payment world (PSPs, issuers, incidents, fees, chargebacks)."""

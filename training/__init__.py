@@ -1,0 +1,1 @@
+"""payroute.training: approval and cost models, calibration, evaluation and MLflow registry."""
