@@ -1,0 +1,209 @@
+"""The data contract: good inputs accepted, each bad field named, PANs refused and never echoed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+
+import pyarrow as pa
+import pytest
+from pydantic import ValidationError
+
+from payroute.contracts import (
+    ATTEMPTS_SCHEMA,
+    CHARGEBACKS_SCHEMA,
+    DECLINE_CLASS,
+    TRANSACTIONS_SCHEMA,
+    AttemptOutcome,
+    Chargeback,
+    DeclineClass,
+    DeclineReason,
+    Transaction,
+    field_errors,
+)
+from payroute.pan import contains_pan, luhn_valid
+
+TEST_PAN = "4111111111111111"  # the scheme's published test card number, never a real card
+
+CARD_TRANSACTION = {
+    "id": "tx-1",
+    "timestamp": "2026-11-01T10:00:00Z",
+    "type": "deposit",
+    "amount": "50.00",
+    "currency": "EUR",
+    "country": "DE",
+    "payment_method": "card",
+    "card_network": "visa",
+    "card_bin": "411111",
+    "card_type": "debit",
+    "issuer_country": "DE",
+    "vertical": "igaming",
+    "merchant_id": "casino-1",
+    "first_deposit": True,
+    "three_ds": True,
+}
+
+PIX_TRANSACTION = {
+    "id": "tx-2",
+    "timestamp": "2026-11-01T10:00:00+02:00",
+    "type": "withdrawal",
+    "amount": 120,
+    "currency": "brl",
+    "country": "br",
+    "payment_method": "pix",
+    "vertical": "sports_betting",
+    "merchant_id": "book-7",
+}
+
+ATTEMPT = {
+    "transaction_id": "tx-1",
+    "attempt": 1,
+    "psp": "euroacq",
+    "timestamp": "2026-11-01T10:00:01Z",
+    "status": "declined",
+    "decline_code": "51",
+    "decline_reason": "insufficient_funds",
+    "latency_ms": 812.5,
+    "fee": "0.02",
+    "fee_eur": "0.02",
+    "propensity": 0.4,
+}
+
+
+def errors_of(model, payload) -> list:
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate(payload)
+    return field_errors(caught.value)
+
+
+def test_good_transactions_are_normalised():
+    card = Transaction.model_validate(CARD_TRANSACTION)
+    assert card.amount == Decimal("50.00") and card.timestamp.tzinfo == dt.timezone.utc
+    pix = Transaction.model_validate(PIX_TRANSACTION)
+    assert (pix.currency, pix.country) == ("BRL", "BR")
+    assert pix.timestamp == dt.datetime(2026, 11, 1, 8, tzinfo=dt.timezone.utc)
+    assert pix.card_bin is None and not pix.is_card
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "code"),
+    [
+        ({"amount": "0"}, "amount", "greater_than"),
+        ({"amount": "-5"}, "amount", "greater_than"),
+        ({"amount": "abc"}, "amount", "decimal_parsing"),
+        ({"currency": "XYZ"}, "currency", "currency"),
+        ({"country": "QQ"}, "country", "country"),
+        ({"issuer_country": "ZZ"}, "issuer_country", "country"),
+        ({"card_bin": "4111"}, "card_bin", "string_pattern_mismatch"),
+        ({"card_bin": "41111a"}, "card_bin", "string_pattern_mismatch"),
+        ({"card_bin": None}, "card_bin", "card_fields"),
+        ({"card_network": None}, "card_network", "card_fields"),
+        ({"type": "refund"}, "type", "enum"),
+        ({"payment_method": "cheque"}, "payment_method", "enum"),
+        ({"timestamp": "2026-11-01T10:00:00"}, "timestamp", "timezone"),
+        ({"unexpected": 1}, "unexpected", "extra_forbidden"),
+        ({"customer_id": "short"}, "customer_id", "string_too_short"),
+    ],
+)
+def test_bad_transaction_field_is_named(change, field, code):
+    rows = errors_of(Transaction, {**CARD_TRANSACTION, **change})
+    assert [(r.field, r.code) for r in rows] == [(field, code)]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("card_bin", TEST_PAN),
+        ("customer_id", TEST_PAN),
+        ("merchant_id", "4111-1111-1111-1111"),
+        ("id", "order 5555 5555 5555 4444"),
+        ("card_fingerprint", "378282246310005"),
+    ],
+)
+def test_pan_refused_named_and_never_echoed(field, value):
+    with pytest.raises(ValidationError) as caught:
+        Transaction.model_validate({**CARD_TRANSACTION, field: value})
+    rows = field_errors(caught.value)
+    assert [(r.field, r.code) for r in rows] == [(field, "pan_detected")]
+    digits = value.replace("-", "").replace(" ", "")
+    for text in (str(caught.value), repr(caught.value), json.dumps([r.model_dump() for r in rows])):
+        assert digits not in text.replace("-", "").replace(" ", "")
+        assert value not in text
+
+
+def test_pan_in_outcome_refused():
+    rows = errors_of(AttemptOutcome, {**ATTEMPT, "decline_code": TEST_PAN})
+    assert [(r.field, r.code) for r in rows] == [("decline_code", "pan_detected")]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (TEST_PAN, True),
+        ("4111111111111112", False),  # fails Luhn
+        ("411111", False),  # a BIN
+        ("12345678", False),
+        ("tx-20261101-000123456789", False),  # 12 digits: too short for a PAN
+        ("5555 5555 5555 4444", True),
+    ],
+)
+def test_pan_detection(text, expected):
+    assert contains_pan(text) is expected
+
+
+def test_luhn():
+    assert luhn_valid("79927398713") and not luhn_valid("79927398710")
+
+
+def test_outcome_decline_class_derived_and_checked():
+    outcome = AttemptOutcome.model_validate(ATTEMPT)
+    assert outcome.decline_class == DeclineClass.customer
+    rows = errors_of(AttemptOutcome, {**ATTEMPT, "decline_class": "soft"})
+    assert rows[0].code == "decline_class"
+    rows = errors_of(AttemptOutcome, {**ATTEMPT, "status": "error", "decline_reason": None})
+    assert rows[0].code == "missing_decline_reason"
+    rows = errors_of(AttemptOutcome, {**ATTEMPT, "status": "approved"})
+    assert rows[0].code == "decline_on_approval"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"attempt": 0}, "attempt"),
+        ({"propensity": 0}, "propensity"),
+        ({"propensity": 1.5}, "propensity"),
+        ({"latency_ms": -1}, "latency_ms"),
+        ({"fee": "-0.01"}, "fee"),
+        ({"psp": "Not A Psp"}, "psp"),
+    ],
+)
+def test_bad_outcome_field_is_named(change, field):
+    assert errors_of(AttemptOutcome, {**ATTEMPT, **change})[0].field == field
+
+
+def test_every_decline_reason_has_a_class():
+    assert set(DECLINE_CLASS) == set(DeclineReason)
+    assert DECLINE_CLASS[DeclineReason.stolen_card] == DeclineClass.hard
+    assert DECLINE_CLASS[DeclineReason.expired_card] == DeclineClass.customer
+    assert DECLINE_CLASS[DeclineReason.psp_error] == DeclineClass.soft
+
+
+def test_chargeback_contract():
+    chargeback = Chargeback.model_validate(
+        {"transaction_id": "tx-1", "date": "2026-11-20", "amount": "50", "currency": "eur", "reason": "fraud"}
+    )
+    assert chargeback.currency == "EUR"
+
+
+def test_arrow_schemas_follow_models():
+    assert TRANSACTIONS_SCHEMA.names == list(Transaction.model_fields)
+    assert ATTEMPTS_SCHEMA.names == [
+        "transaction_id", "attempt", "psp", "timestamp", "status", "decline_code", "decline_reason",
+        "decline_class", "latency_ms", "fee", "fx_cost", "fee_eur", "fx_cost_eur", "propensity",
+    ]
+    assert CHARGEBACKS_SCHEMA.names == ["transaction_id", "date", "amount", "currency", "reason"]
+    assert ATTEMPTS_SCHEMA.field("fee").type == pa.decimal128(18, 4)
+    assert ATTEMPTS_SCHEMA.field("timestamp").type == pa.timestamp("us", tz="UTC")
+    assert ATTEMPTS_SCHEMA.field("propensity").nullable
+    assert not ATTEMPTS_SCHEMA.field("psp").nullable
