@@ -1,0 +1,72 @@
+"""Calibration of raw approval probabilities: isotonic or Platt, chosen by cross-validation on validation data.
+
+The booster never trains on validation rows (they only stop its boosting), so the calibrator is fitted on
+data the booster did not fit. The method is chosen by K contiguous (time-ordered) folds of the validation
+period: each candidate is fitted on K−1 folds and scored by log loss on the held-out fold; the lower mean
+wins (ties go to Platt, the simpler map), then the winner is refitted on the whole validation period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+
+from payroute.model_bundle import Calibrator
+from payroute.training.metrics import log_loss_safe
+
+CALIBRATION_METHODS: tuple[str, ...] = ("platt", "isotonic")
+
+
+def _logit(probability: np.ndarray) -> np.ndarray:
+    p = np.clip(probability, 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
+def fit_platt(raw_probability: np.ndarray, label: np.ndarray) -> Calibrator:
+    """Logistic regression of the label on logit(raw): ``sigmoid(a·logit + b)``, practically unregularised."""
+    model = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(raw_probability)[:, None], label)
+    return Calibrator("platt", {"a": float(model.coef_[0, 0]), "b": float(model.intercept_[0])})
+
+
+def fit_isotonic(raw_probability: np.ndarray, label: np.ndarray) -> Calibrator:
+    """Monotone step fit, stored as its thresholds (interpolated linearly, clipped at the ends)."""
+    model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw_probability, label)
+    return Calibrator(
+        "isotonic", {"x_thresholds": model.X_thresholds_.astype(float), "y_thresholds": model.y_thresholds_.astype(float)}
+    )
+
+
+FITTERS = {"platt": fit_platt, "isotonic": fit_isotonic}
+
+
+@dataclass(frozen=True)
+class CalibrationChoice:
+    calibrator: Calibrator
+    cv_log_loss: dict[str, float]  # method -> mean held-out log loss
+
+    @property
+    def method(self) -> str:
+        return self.calibrator.method
+
+
+def choose_calibrator(raw_probability: np.ndarray, label: np.ndarray, folds: int = 5) -> CalibrationChoice:
+    """Pick isotonic or Platt by time-ordered K-fold log loss on validation rows, refit the winner on all."""
+    raw_probability = np.asarray(raw_probability, dtype=float)
+    label = np.asarray(label, dtype=float)
+    bounds = np.linspace(0, len(label), folds + 1).astype(int)
+    scores: dict[str, float] = {}
+    for method in CALIBRATION_METHODS:
+        losses = []
+        for k in range(folds):
+            held = np.zeros(len(label), dtype=bool)
+            held[bounds[k] : bounds[k + 1]] = True
+            if held.all() or len(np.unique(label[~held])) < 2:
+                continue
+            fitted = FITTERS[method](raw_probability[~held], label[~held])
+            losses.append(log_loss_safe(label[held], fitted.apply(raw_probability[held])))
+        scores[method] = float(np.mean(losses)) if losses else float("inf")
+    best = min(CALIBRATION_METHODS, key=lambda m: (scores[m], m != "platt"))
+    return CalibrationChoice(FITTERS[best](raw_probability, label), scores)
