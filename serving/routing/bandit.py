@@ -1,0 +1,171 @@
+"""Thompson sampling over calibrated predictions: a discounted Beta residual per PSP × segment.
+
+For a PSP in a transaction the model gives ``p``. The cell (PSP, segment) holds the discounted number of
+observations ``n`` and the discounted residual sum ``r = Σ (approved − p_at_decision)``. The posterior is
+
+    Beta(μ·κ, (1 − μ)·κ),   κ = n0 + n,   μ = (n0·p + n·clip(p + r/n)) / κ
+
+i.e. the model prior Beta(p·n0, (1 − p)·n0) updated with the cell's evidence shifted to this context:
+the model keeps the per-transaction detail, the residual corrects it for what happened since training.
+Evidence fades with a time half-life and is capped at ``max_evidence`` effective observations, so a
+PSP that starts failing moves its posterior within tens of events.
+
+:func:`first_place_policy` turns posteriors into the probability of each PSP being placed first:
+Thompson sampling (K vectorised draws), mixed with the greedy choice so that the expected approval
+given up stays under a cap, plus a floor for every eligible PSP and a probe rate for demoted ones.
+The first PSP is then drawn from exactly that distribution, so the logged propensity is the
+probability with which the code picked it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from payroute.contracts import Transaction
+
+PROBABILITY_EPSILON = 1e-4
+
+
+def segment_of(transaction: Transaction) -> str:
+    """The bandit's segment key: country × payment method × card network."""
+    network = transaction.card_network.value if transaction.card_network is not None else "-"
+    return f"{transaction.country}|{transaction.payment_method.value}|{network}"
+
+
+def posterior(
+    model_probability: np.ndarray, prior_strength: np.ndarray, evidence: np.ndarray, residual_sum: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior mean μ and strength κ per PSP (all arrays of shape (m,))."""
+    observed = np.clip(model_probability + residual_sum / np.maximum(evidence, 1e-12), PROBABILITY_EPSILON, 1 - PROBABILITY_EPSILON)
+    strength = prior_strength + evidence
+    mean = (prior_strength * model_probability + evidence * observed) / strength
+    return np.clip(mean, PROBABILITY_EPSILON, 1 - PROBABILITY_EPSILON), strength
+
+
+class ResidualPosterior:
+    """Discounted evidence per (segment, PSP): effective count, residual sum, last update time (epoch s)."""
+
+    def __init__(self, psp_names: tuple[str, ...], *, half_life_s: float, max_evidence: float) -> None:
+        self.psp_names = psp_names
+        self.index = {name: i for i, name in enumerate(psp_names)}
+        self.half_life_s = half_life_s
+        self.max_evidence = max_evidence
+        self._cells: dict[str, np.ndarray] = {}  # segment -> (3, n_psps): evidence, residual_sum, t_last
+        self._empty = np.zeros(len(psp_names))
+
+    def evidence(self, segment: str, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """(effective count, residual sum) per catalogue PSP, decayed to ``now``; shape (n_psps,) each."""
+        cell = self._cells.get(segment)
+        if cell is None:
+            return self._empty, self._empty
+        decay = np.exp2(-np.maximum(now - cell[2], 0.0) / self.half_life_s)
+        return cell[0] * decay, cell[1] * decay
+
+    def update(self, segment: str, psp: str, approved: bool, model_probability: float, now: float) -> None:
+        """Add one outcome the PSP is accountable for (approval, or a PSP-class failure)."""
+        cell = self._cells.get(segment)
+        if cell is None:
+            cell = self._cells[segment] = np.zeros((3, len(self.psp_names)))
+            cell[2] = now
+        j = self.index[psp]
+        decay = math.exp2(-max(now - cell[2, j], 0.0) / self.half_life_s)
+        evidence = cell[0, j] * decay + 1.0
+        residual = cell[1, j] * decay + (float(approved) - model_probability)
+        if evidence > self.max_evidence:
+            scale = self.max_evidence / evidence
+            evidence, residual = evidence * scale, residual * scale
+        cell[0, j], cell[1, j], cell[2, j] = evidence, residual, max(now, cell[2, j])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            segment: {name: [float(v) for v in cell[:, j]] for name, j in self.index.items() if cell[0, j] > 0}
+            for segment, cell in self._cells.items()
+        }
+
+    def load_json(self, data: Mapping[str, Mapping[str, list[float]]]) -> None:
+        self._cells = {}
+        for segment, by_psp in data.items():
+            cell = self._cells[segment] = np.zeros((3, len(self.psp_names)))
+            for name, values in by_psp.items():
+                if name in self.index:  # a PSP removed from the catalogue drops its evidence
+                    cell[:, self.index[name]] = values
+
+
+@dataclass(frozen=True)
+class FirstPlacePolicy:
+    """The distribution of the first-placed PSP for one decision (arrays of shape (m,))."""
+
+    probabilities: np.ndarray  # sums to 1; what the first PSP is drawn from
+    thompson: np.ndarray  # empirical Thompson first-place frequencies over healthy PSPs
+    greedy: int  # position of the best healthy PSP by posterior-mean score
+    exploration_weight: float  # w in [0, 1]: share of the core mass given to Thompson sampling
+    approval_given_up: np.ndarray  # per PSP: max(0, μ_greedy − μ_k)
+
+    @property
+    def expected_approval_given_up(self) -> float:
+        return float(self.probabilities @ self.approval_given_up)
+
+
+def first_place_policy(
+    mean: np.ndarray,
+    strength: np.ndarray,
+    healthy: np.ndarray,
+    score_of: Callable[[np.ndarray], np.ndarray],
+    rng: np.random.Generator,
+    *,
+    samples: int,
+    exploration_cap: float,
+    min_propensity: float,
+    probe_rate: float,
+) -> FirstPlacePolicy:
+    """Probability of each PSP being first.
+
+    ``π = base + core_mass · (w · π_TS + (1 − w) · 1[greedy])`` where ``base`` is the floor for healthy
+    PSPs and the probe rate for demoted ones, π_TS the first-place frequencies of K Thompson draws
+    among healthy PSPs, and w the largest weight in [0, 1] keeping ``Σ π_k · max(0, μ_g − μ_k)``
+    (expected approval given up versus greedy) within ``exploration_cap``. The floor and probes are
+    guarantees and are spent first; if they alone exceed the cap, w = 0.
+    """
+    m = len(mean)
+    healthy = healthy if healthy.any() else np.ones(m, dtype=bool)
+    mean_score = np.where(healthy, score_of(mean), -np.inf)
+    greedy = int(np.argmax(mean_score))
+    gaps = np.maximum(mean[greedy] - mean, 0.0)
+    floor = min(min_propensity, 1.0 / m)
+    base = np.where(healthy, floor, max(probe_rate, floor))
+    core_mass = 1.0 - base.sum()
+    if core_mass < 0:  # more demoted PSPs than probe mass allows: probe uniformly
+        base, core_mass = np.full(m, 1.0 / m), 0.0
+    budget = exploration_cap - float(base @ gaps)
+    thompson = np.zeros(m)
+    weight = 0.0
+    live = np.flatnonzero(healthy)
+    if budget > 0 and core_mass > 0 and len(live) > 1:
+        draws = rng.beta(mean[live] * strength[live], (1 - mean[live]) * strength[live], size=(samples, len(live)))
+        winners = np.argmax(score_of_subset(score_of, draws, live, m), axis=1)
+        thompson[live] = np.bincount(winners, minlength=len(live)) / samples
+        regret = core_mass * float(thompson @ gaps)
+        weight = 1.0 if regret <= budget else budget / regret
+    core = weight * thompson
+    core[greedy] += 1.0 - weight
+    return FirstPlacePolicy(base + core_mass * core, thompson, greedy, weight, gaps)
+
+
+def score_of_subset(score_of: Callable[[np.ndarray], np.ndarray], draws: np.ndarray, live: np.ndarray, m: int) -> np.ndarray:
+    """Score K draws of the healthy PSPs only (the objective's cost terms are indexed over all m)."""
+    if len(live) == m:
+        return score_of(draws)
+    full = np.full((draws.shape[0], m), np.nan)
+    full[:, live] = draws
+    return score_of(np.nan_to_num(full, nan=0.5))[:, live]
+
+
+def draw_first(probabilities: np.ndarray, rng: np.random.Generator) -> int:
+    """Draw a position from ``probabilities`` (one uniform; inverse CDF)."""
+    position = int(np.searchsorted(np.cumsum(probabilities), rng.random() * probabilities.sum(), side="right"))
+    return min(position, len(probabilities) - 1)

@@ -1,0 +1,71 @@
+"""Cascade order: what earlier attempts say about the next ones.
+
+A customer-class decline (the customer's card or account) or a hard decline ends the cascade; so does an
+approval. A PSP-class soft decline (including errors and timeouts) says the acquiring path failed, so a
+PSP sharing an acquiring region with it is less likely to succeed: its P(approve) is multiplied by
+``same_region_retry_factor``. PSPs already tried are excluded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+from payroute.catalog import Catalog
+from payroute.contracts import AttemptOutcome, AttemptStatus, DeclineClass
+
+STOP_REASONS: dict[DeclineClass, str] = {
+    DeclineClass.customer: "customer_decline",
+    DeclineClass.hard: "hard_decline",
+}
+
+
+def stop_reason(previous: Sequence[AttemptOutcome]) -> str | None:
+    """Why the cascade must end after these outcomes, or None if another PSP may be tried."""
+    for outcome in previous:
+        if outcome.status == AttemptStatus.approved:
+            return "already_approved"
+        if outcome.decline_class in STOP_REASONS:
+            return STOP_REASONS[outcome.decline_class]
+    return None
+
+
+def soft_declined_regions(catalog: Catalog, previous: Iterable[AttemptOutcome]) -> frozenset[str]:
+    """Acquiring regions of the PSPs that soft-declined (or erred) earlier in this cascade."""
+    regions: set[str] = set()
+    for outcome in previous:
+        if outcome.decline_class == DeclineClass.soft and outcome.psp in catalog.by_name:
+            regions.update(catalog.by_name[outcome.psp].acquiring_regions)
+    return frozenset(regions)
+
+
+def shares_region(regions_by_psp: Sequence[frozenset[str]], regions: frozenset[str]) -> np.ndarray:
+    """Boolean mask: which PSPs share an acquiring region with ``regions``."""
+    return np.fromiter((bool(r & regions) for r in regions_by_psp), dtype=bool, count=len(regions_by_psp))
+
+
+def cascade_order(
+    first: int,
+    mean: np.ndarray,
+    regions_by_psp: Sequence[frozenset[str]],
+    demoted: np.ndarray,
+    score_of: Callable[[np.ndarray], np.ndarray],
+    retry_factor: float,
+) -> list[int]:
+    """Positions after ``first``, each chosen assuming every PSP placed before it soft-declined.
+
+    Greedy by score with P(approve) of PSPs sharing an acquiring region with an earlier position
+    multiplied by ``retry_factor``; demoted PSPs go last.
+    """
+    order = [first]
+    remaining = [j for j in range(len(mean)) if j != first]
+    declined_regions = set(regions_by_psp[first])
+    while remaining:
+        factor = np.array([retry_factor if regions_by_psp[j] & declined_regions else 1.0 for j in range(len(mean))])
+        scores = score_of(mean * factor)
+        best = max(remaining, key=lambda j: (not demoted[j], scores[j]))
+        order.append(best)
+        remaining.remove(best)
+        declined_regions |= regions_by_psp[best]
+    return order

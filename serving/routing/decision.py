@@ -1,0 +1,102 @@
+"""The router's answer: a ranked list with reasons, exclusions, and the propensity of the first PSP.
+
+Field names are the service's public JSON contract: ``decision_id``, ``ranking[].psp / p_approve /
+expected_cost / score / reasons``, ``excluded``, ``model_version``, ``propensity``, ``degraded``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+ReasonValue = float | int | str | bool | None
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One machine-readable reason: a stable code and its value (e.g. ``model_probability`` = 0.81)."""
+
+    code: str
+    value: ReasonValue = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "value": self.value}
+
+
+@dataclass(frozen=True)
+class RankedPsp:
+    """One PSP in the ranking.
+
+    ``p_approve`` is the posterior-mean approval probability the score uses (the model's probability
+    adjusted by the bandit; the model's own is in the reasons); ``expected_cost`` is in EUR;
+    ``p_first`` is this PSP's probability, under the policy, of being placed first.
+    """
+
+    psp: str
+    p_approve: float
+    expected_cost: float
+    score: float
+    p_first: float
+    reasons: tuple[Reason, ...]
+
+    def reason(self, code: str) -> ReasonValue:
+        return next((r.value for r in self.reasons if r.code == code), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "psp": self.psp, "p_approve": self.p_approve, "expected_cost": self.expected_cost, "score": self.score,
+            "p_first": self.p_first, "reasons": [r.to_json() for r in self.reasons],
+        }
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    psp: str
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"psp": self.psp, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A routing decision for one transaction at one attempt.
+
+    ``stop`` is True when the cascade must end (a customer- or hard-class decline, an approval, or no
+    eligible PSP); the ranking is then empty and ``stop_reason`` says why. ``propensity`` is the
+    probability under the policy that ``ranking[0]`` is first (1.0 when degraded: static order).
+    """
+
+    decision_id: str
+    transaction_id: str
+    attempt: int
+    objective: str
+    segment: str
+    ranking: tuple[RankedPsp, ...]
+    excluded: tuple[Exclusion, ...]
+    model_version: str | None
+    propensity: float | None
+    degraded: bool
+    stop: bool = False
+    stop_reason: str | None = None
+    reasons: tuple[Reason, ...] = ()
+
+    @property
+    def first(self) -> str | None:
+        return self.ranking[0].psp if self.ranking else None
+
+    @property
+    def psps(self) -> tuple[str, ...]:
+        return tuple(r.psp for r in self.ranking)
+
+    def reason(self, code: str) -> ReasonValue:
+        return next((r.value for r in self.reasons if r.code == code), None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "decision_id": self.decision_id, "transaction_id": self.transaction_id, "attempt": self.attempt,
+            "objective": self.objective, "segment": self.segment,
+            "ranking": [r.to_json() for r in self.ranking], "excluded": [e.to_json() for e in self.excluded],
+            "model_version": self.model_version, "propensity": self.propensity, "degraded": self.degraded,
+            "stop": self.stop, "stop_reason": self.stop_reason, "reasons": [r.to_json() for r in self.reasons],
+        }

@@ -1,0 +1,324 @@
+"""The Router: eligibility → model prior → Thompson-sampling posterior → objective → ranking with reasons.
+
+Two verbs, as a bandit policy has: :meth:`Router.rank` (select, records the propensity at decision time)
+and :meth:`Router.observe` (update the posterior and the health guard). The state is plain JSON
+(:meth:`Router.snapshot` / :meth:`Router.load_state`) so the service can persist it. One seeded
+``numpy.random.Generator`` drives every random choice; decision ids come from a sibling stream.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from payroute.catalog import Catalog
+from payroute.contracts import AttemptOutcome, AttemptStatus, DeclineClass, Transaction
+from payroute.serving.routing.bandit import (
+    PROBABILITY_EPSILON,
+    ResidualPosterior,
+    draw_first,
+    first_place_policy,
+    posterior,
+    segment_of,
+)
+from payroute.serving.routing.cascade import cascade_order, shares_region, soft_declined_regions, stop_reason
+from payroute.serving.routing.config import OBJECTIVES, RoutingConfig
+from payroute.serving.routing.decision import Decision, Exclusion, RankedPsp, Reason
+from payroute.serving.routing.health import DEMOTED, HealthGuard
+from payroute.serving.routing.objective import CostTerms, FeeTable, expected_cost, score
+from payroute.serving.routing.predictors import ApprovalPredictor, ChargebackCostPredictor
+
+STATE_FORMAT = "payroute-router-state"
+STATE_VERSION = 1
+NEUTRAL_PRIOR = 0.5
+
+
+class Router:
+    """Ranks eligible PSPs for a transaction and learns from outcomes.
+
+    ``predictor`` None (or failing) gives degraded answers: static catalogue order among eligible PSPs.
+    ``seed`` fixes every random choice (seeded deterministic mode); None draws fresh entropy.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        predictor: ApprovalPredictor | None,
+        config: RoutingConfig = RoutingConfig(),
+        seed: int | None = 0,
+        *,
+        chargeback_cost: ChargebackCostPredictor | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.predictor = predictor
+        self.config = config
+        self.chargeback_cost = chargeback_cost
+        self.seed = seed
+        policy_seed, id_seed = np.random.SeedSequence(seed).spawn(2)
+        self._rng = np.random.default_rng(policy_seed)
+        self._id_rng = np.random.default_rng(id_seed)
+        self._index = {name: i for i, name in enumerate(catalog.psp_names)}
+        self._regions = tuple(frozenset(p.acquiring_regions) for p in catalog.psps)
+        self._static_rank = {name: i for i, name in enumerate(catalog.static_order)}
+        self._fees = FeeTable(catalog)
+        self.posterior = ResidualPosterior(catalog.psp_names, half_life_s=config.half_life_s, max_evidence=config.max_evidence)
+        self.health = HealthGuard(config)
+        self._decisions: OrderedDict[str, tuple[str, dict[str, float]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ select
+
+    def rank(
+        self,
+        transaction: Transaction,
+        *,
+        attempt: int = 1,
+        previous: Sequence[AttemptOutcome] = (),
+        exclude: Sequence[str] = (),
+        objective: str | None = None,
+        now: dt.datetime | float | None = None,
+    ) -> Decision:
+        """Rank the eligible PSPs; the first is drawn from the policy and its propensity recorded."""
+        objective = objective or self.config.objective_by_type.get(transaction.type.value, "expected_value")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
+        with self._lock:
+            return self._rank(transaction, attempt, tuple(previous), tuple(exclude), objective, _epoch(now, transaction))
+
+    def _rank(
+        self, transaction: Transaction, attempt: int, previous: tuple[AttemptOutcome, ...],
+        exclude: tuple[str, ...], objective: str, now: float,
+    ) -> Decision:
+        decision_id = str(uuid.UUID(bytes=self._id_rng.bytes(16), version=4))
+        segment = segment_of(transaction)
+        report = self.catalog.eligibility(transaction)
+        excluded = [Exclusion(psp, reason) for psp, reason in report.excluded.items()]
+        tried = {outcome.psp for outcome in previous}
+        eligible: list[str] = []
+        for psp in report.eligible:
+            if psp in tried:
+                excluded.append(Exclusion(psp, "already_tried"))
+            elif psp in exclude:
+                excluded.append(Exclusion(psp, "excluded_by_caller"))
+            else:
+                eligible.append(psp)
+        model_version = getattr(self.predictor, "version", None)
+        common = dict(
+            decision_id=decision_id, transaction_id=transaction.id, attempt=attempt, objective=objective,
+            segment=segment, excluded=tuple(excluded), model_version=model_version,
+        )
+        halt = stop_reason(previous) or (None if eligible else "no_eligible_psp")
+        if halt is not None:
+            return Decision(ranking=(), propensity=None, degraded=False, stop=True, stop_reason=halt, **common)
+
+        index = np.fromiter((self._index[p] for p in eligible), dtype=np.intp, count=len(eligible))
+        terms = self._cost_terms(transaction, eligible, index)
+        previous_class = previous[-1].decline_class if previous else None
+        model_probability, failure = self._predict(transaction, eligible, attempt, previous_class)
+        if model_probability is None:
+            return self._degraded(transaction, eligible, index, terms, objective, now, failure, common)
+
+        known = ~np.isnan(model_probability)
+        cold_mean = float(model_probability[known].mean()) if known.any() else NEUTRAL_PRIOR
+        prior = np.where(known, np.clip(model_probability, PROBABILITY_EPSILON, 1 - PROBABILITY_EPSILON), cold_mean)
+        retry_regions = soft_declined_regions(self.catalog, previous)
+        same_region = shares_region([self._regions[j] for j in index], retry_regions)
+        prior = np.where(same_region, prior * self.config.same_region_retry_factor, prior)
+        prior_strength = np.where(known, self.config.prior_strength, self.config.cold_prior_strength)
+        evidence, residual = self.posterior.evidence(segment, now)
+        mean, strength = posterior(prior, prior_strength, evidence[index], residual[index])
+
+        demoted = np.fromiter((self.health.is_demoted(p) for p in eligible), dtype=bool, count=len(eligible))
+        score_of = self._scorer(objective, terms)
+        c = self.config
+        policy = first_place_policy(
+            mean, strength, ~demoted, score_of, self._rng, samples=c.propensity_samples,
+            exploration_cap=c.exploration_cap, min_propensity=c.min_propensity, probe_rate=c.probe_rate,
+        )
+        first = draw_first(policy.probabilities, self._rng)
+        order = cascade_order(first, mean, [self._regions[j] for j in index], demoted, score_of, c.same_region_retry_factor)
+
+        mean_scores = score_of(mean)
+        costs = expected_cost(mean, terms)
+        ranking = tuple(
+            RankedPsp(
+                psp=eligible[j], p_approve=float(mean[j]), expected_cost=round(float(costs[j]), 6),
+                score=float(mean_scores[j]), p_first=float(policy.probabilities[j]),
+                reasons=self._reasons(
+                    j, terms, model_probability, mean, evidence[index], known, demoted, same_region,
+                    exploration=(position == 0 and j != policy.greedy), objective=objective,
+                ),
+            )
+            for position, j in enumerate(order)
+        )
+        self._remember(decision_id, segment, eligible, prior)
+        return Decision(
+            ranking=ranking, propensity=float(policy.probabilities[first]), degraded=False,
+            reasons=(
+                Reason("greedy_psp", eligible[policy.greedy]),
+                Reason("explored", bool(first != policy.greedy)),
+                Reason("exploration_weight", float(policy.exploration_weight)),
+                Reason("expected_approval_given_up", float(policy.expected_approval_given_up)),
+                Reason("exploration_cap", c.exploration_cap),
+                *((Reason("previous_decline_class", previous_class.value),) if previous_class else ()),
+            ),
+            **common,
+        )
+
+    def _predict(
+        self, transaction: Transaction, eligible: list[str], attempt: int, previous_class: DeclineClass | None
+    ) -> tuple[np.ndarray | None, str | None]:
+        """The model's P(approve) per eligible PSP, or (None, why) when the router must degrade."""
+        if self.predictor is None:
+            return None, "no_predictor"
+        try:
+            raw = self.predictor.predict(transaction, eligible, attempt=attempt, previous_decline_class=previous_class)
+            probability = np.asarray(raw, dtype=np.float64).reshape(-1)
+        except Exception as error:  # a failing model must never fail the payment: degrade
+            return None, f"predictor_failed:{type(error).__name__}"
+        if probability.shape != (len(eligible),):
+            return None, "predictor_bad_shape"
+        if np.any((probability < 0) | (probability > 1)):
+            return None, "predictor_out_of_range"
+        return probability, None
+
+    def _degraded(
+        self, transaction: Transaction, eligible: list[str], index: np.ndarray, terms: CostTerms,
+        objective: str, now: float, failure: str | None, common: dict[str, Any],
+    ) -> Decision:
+        """Static catalogue order among eligible PSPs; deterministic, so the propensity is 1."""
+        order = sorted(range(len(eligible)), key=lambda j: self._static_rank[eligible[j]])
+        evidence, residual = self.posterior.evidence(segment_of(transaction), now)
+        neutral = np.full(len(eligible), NEUTRAL_PRIOR)
+        mean, _ = posterior(neutral, np.full(len(eligible), self.config.cold_prior_strength), evidence[index], residual[index])
+        scores, costs = self._scorer(objective, terms)(mean), expected_cost(mean, terms)
+        ranking = tuple(
+            RankedPsp(
+                psp=eligible[j], p_approve=float(mean[j]), expected_cost=round(float(costs[j]), 6),
+                score=float(scores[j]), p_first=1.0 if position == 0 else 0.0,
+                reasons=(Reason("degraded", failure), Reason("static_priority", self._static_rank[eligible[j]]),
+                         Reason("health", self.health.state(eligible[j]).state)),
+            )
+            for position, j in enumerate(order)
+        )
+        self._remember(common["decision_id"], common["segment"], eligible, neutral)
+        return Decision(ranking=ranking, propensity=1.0, degraded=True, reasons=(Reason("degraded", failure),), **common)
+
+    def _cost_terms(self, transaction: Transaction, eligible: list[str], index: np.ndarray) -> CostTerms:
+        amount = float(transaction.amount)
+        fee, fx, declined = self._fees.components(transaction.currency, amount, index)
+        amount_eur = amount / float(self.catalog.fx_rate(transaction.currency))
+        if self.chargeback_cost is not None:
+            chargeback = np.asarray(self.chargeback_cost.expected_chargeback_cost(transaction, eligible), dtype=np.float64)
+        else:
+            rate = self.config.chargeback_rate_by_vertical.get(transaction.vertical.value, 0.0)
+            chargeback = np.full(len(eligible), rate * (amount_eur + self.config.chargeback_fee_eur))
+        value = self.config.approval_value(transaction.vertical.value) * amount_eur
+        return CostTerms(fee, fx, declined, chargeback, value, amount_eur)
+
+    def _scorer(self, objective: str, terms: CostTerms):
+        minimum = self.config.least_cost_min_probability
+        return lambda approval: score(objective, approval, terms, min_probability=minimum)
+
+    def _reasons(
+        self, j: int, terms: CostTerms, model_probability: np.ndarray, mean: np.ndarray, evidence: np.ndarray,
+        known: np.ndarray, demoted: np.ndarray, same_region: np.ndarray, *, exploration: bool, objective: str,
+    ) -> tuple[Reason, ...]:
+        reasons = [
+            Reason("model_probability", float(model_probability[j]) if known[j] else None),
+            Reason("prior", "model" if known[j] else "cold"),
+            Reason("posterior_adjustment", round(float(mean[j] - (model_probability[j] if known[j] else mean[j])), 6)
+                   if known[j] else None),
+            Reason("evidence", round(float(evidence[j]), 3)),
+            Reason("health", DEMOTED if demoted[j] else "healthy"),
+            Reason("fee_eur", round(float(terms.fee_if_approved[j]), 4)),
+            Reason("fx_eur", round(float(terms.fx_if_approved[j]), 4)),
+            Reason("decline_fee_eur", round(float(terms.fee_if_declined[j]), 4)),
+            Reason("chargeback_eur", round(float(terms.chargeback_if_approved[j]), 4)),
+        ]
+        if objective == "expected_value":
+            reasons.append(Reason("value_eur", round(terms.value_if_approved, 4)))
+        if same_region[j]:
+            reasons.append(Reason("same_region_as_declined", self.config.same_region_retry_factor))
+        if exploration:
+            reasons.append(Reason("exploration", "probe" if demoted[j] else "thompson"))
+        return tuple(reasons)
+
+    def _remember(self, decision_id: str, segment: str, eligible: list[str], prior: np.ndarray) -> None:
+        self._decisions[decision_id] = (segment, dict(zip(eligible, prior.tolist())))
+        while len(self._decisions) > self.config.decision_memory:
+            self._decisions.popitem(last=False)
+
+    # ------------------------------------------------------------------ update
+
+    def observe(self, outcome: AttemptOutcome, transaction: Transaction, decision_id: str | None = None) -> None:
+        """Learn from one attempt: health from errors/timeouts; the posterior from approvals and PSP-class
+        failures. Customer- and hard-class declines say nothing about the PSP and leave the posterior alone."""
+        now = outcome.timestamp.timestamp()
+        with self._lock:
+            self.health.observe(outcome.psp, outcome.status, now)
+            if outcome.psp not in self._index:
+                return
+            if outcome.status != AttemptStatus.approved and outcome.decline_class != DeclineClass.soft:
+                return
+            baseline = self._baseline(outcome, transaction, decision_id)
+            if baseline is None:
+                return
+            segment = segment_of(transaction)
+            self.posterior.update(segment, outcome.psp, outcome.status == AttemptStatus.approved, baseline, now)
+
+    def _baseline(self, outcome: AttemptOutcome, transaction: Transaction, decision_id: str | None) -> float | None:
+        """The prior mean the PSP had at decision time (remembered), else the model's current prediction."""
+        remembered = self._decisions.get(decision_id) if decision_id else None
+        if remembered is not None and outcome.psp in remembered[1]:
+            return remembered[1][outcome.psp]
+        if self.predictor is None:
+            return NEUTRAL_PRIOR
+        try:
+            value = float(np.asarray(self.predictor.predict(transaction, [outcome.psp], attempt=outcome.attempt))[0])
+        except Exception:
+            return None
+        return None if np.isnan(value) else min(max(value, PROBABILITY_EPSILON), 1 - PROBABILITY_EPSILON)
+
+    # ------------------------------------------------------------------ state
+
+    def snapshot(self) -> dict[str, Any]:
+        """Bandit, health and RNG state as JSON-able data."""
+        with self._lock:
+            return {
+                "format": STATE_FORMAT, "version": STATE_VERSION, "catalog_version": self.catalog.version,
+                "posterior": self.posterior.to_json(), "health": self.health.to_json(),
+                "rng": {"policy": self._rng.bit_generator.state, "ids": self._id_rng.bit_generator.state},
+            }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`snapshot` (PSPs no longer in the catalogue are dropped)."""
+        if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
+            raise ValueError(f"not a {STATE_FORMAT} v{STATE_VERSION} state")
+        with self._lock:
+            self.posterior.load_json(state["posterior"])
+            self.health.load_json(state["health"])
+            if "rng" in state:
+                self._rng.bit_generator.state = state["rng"]["policy"]
+                self._id_rng.bit_generator.state = state["rng"]["ids"]
+
+    @classmethod
+    def restore(
+        cls, catalog: Catalog, predictor: ApprovalPredictor | None, state: dict[str, Any],
+        config: RoutingConfig = RoutingConfig(), **kwargs: Any,
+    ) -> "Router":
+        router = cls(catalog, predictor, config, **kwargs)
+        router.load_state(state)
+        return router
+
+
+def _epoch(now: dt.datetime | float | None, transaction: Transaction) -> float:
+    if now is None:
+        return transaction.timestamp.timestamp()
+    return now.timestamp() if isinstance(now, dt.datetime) else float(now)
