@@ -1,0 +1,267 @@
+"""The BentoML scoring service: ``POST /rank``, ``POST /rank_batch``, ``POST /feedback``, ``GET /status``.
+
+A thin HTTP shell around :class:`~payroute.serving.state.ScoringCore`. One worker process owns the
+learning state (so every outcome reaches the bandit that made the decision); overload is shed by
+BentoML's concurrency limit with a fast 429 instead of queueing. The :class:`RequestGuard` middleware
+checks size, media type, API key and the request model before BentoML parses anything.
+
+Run it with ``payroute serve`` (or ``bentoml serve payroute.serving.service:PayrouteService``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import anyio
+import bentoml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from payroute.catalog import load_catalog
+from payroute.contracts import Transaction
+from payroute.serving.guard import RequestGuard, RouteRule
+from payroute.serving.metrics import ServiceMetrics
+from payroute.serving.predictor import ModelSource
+from payroute.serving.schemas import (
+    FeedbackAck,
+    FeedbackRequest,
+    RankBatchRequest,
+    RankBatchResponse,
+    RankRequest,
+    RankResponse,
+    error_body,
+)
+from payroute.serving.settings import ServiceSettings, max_concurrency
+from payroute.serving.state import ScoringCore
+
+logger = logging.getLogger("payroute.serving")
+
+REQUEST_TIMEOUT_S = 10
+
+
+def to_response(decision: Any) -> RankResponse:
+    """The public JSON shape of a router or static decision."""
+    return RankResponse(
+        decision_id=decision.decision_id,
+        ranking=[
+            {
+                "psp": item.psp,
+                "p_approve": item.p_approve,
+                "expected_cost": item.expected_cost,
+                "score": item.score,
+                "reasons": [_reason(reason) for reason in item.reasons],
+            }
+            for item in decision.ranking
+        ],
+        excluded=[{"psp": item.psp, "reason": item.reason} for item in decision.excluded],
+        model_version=decision.model_version,
+        propensity=decision.propensity,
+        degraded=bool(decision.degraded),
+        objective=getattr(decision, "objective", None),
+    )
+
+
+def _reason(reason: Any) -> dict[str, Any]:
+    if isinstance(reason, dict):
+        return reason
+    return {"code": reason.code, "value": reason.value}
+
+
+_status_app = Starlette()
+
+
+@bentoml.asgi_app(_status_app, path="/", name="payroute-status")
+@bentoml.service(
+    name="payroute",
+    workers=1,
+    traffic={"timeout": REQUEST_TIMEOUT_S, "max_concurrency": max_concurrency()},
+)
+class PayrouteService:
+    """Ranks PSPs for a transaction and learns from attempt outcomes."""
+
+    def __init__(self) -> None:
+        self.settings = ServiceSettings.from_env()
+        self.catalog = load_catalog(self.settings.catalog_path)
+        self.metrics = ServiceMetrics()
+        self.core = ScoringCore(self.catalog, self.settings.state_dir, self.metrics, seed=self.settings.seed)
+        self.source = ModelSource(self.settings.models_dir, self.settings.tracking_uri)
+        self.replayed = self.core.restore()
+        self._feedback_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task] = []
+        self._reload_failed: str | None = None
+        self.reload_model()
+        self.started_at = time.time()
+        logger.info(
+            "payroute service ready: model %s, %d outcomes replayed, state in %s",
+            self.core.predictor.version, self.replayed, self.settings.state_dir,
+        )
+
+    # ------------------------------------------------------------------ API
+
+    @bentoml.api(route="/rank", input_spec=RankRequest, output_spec=RankResponse)
+    async def rank(self, transaction: Transaction) -> RankResponse:
+        """Rank the eligible PSPs for one transaction (fail-open: degraded static order without a model)."""
+        return to_response(self.core.rank(transaction))
+
+    @bentoml.api(route="/rank_batch", input_spec=RankBatchRequest, output_spec=RankBatchResponse)
+    async def rank_batch(self, transactions: list[Transaction]) -> RankBatchResponse:
+        """Rank many transactions at once; decisions in request order."""
+        return RankBatchResponse(decisions=[to_response(d) for d in self.core.rank_many(transactions)])
+
+    @bentoml.api(route="/feedback", input_spec=FeedbackRequest, output_spec=FeedbackAck)
+    async def feedback(self, **fields: Any) -> FeedbackAck:
+        """Record one attempt outcome durably, then learn from it if this service issued its decision."""
+        request = FeedbackRequest.model_construct(**fields)
+        outcome = request.outcome()
+        record = await anyio.to_thread.run_sync(self.core.outcome_record, outcome, request.decision_id)
+        async with self._feedback_lock:  # log order == learning order, as in replay
+            result = await anyio.to_thread.run_sync(self.core.outcomes.append, record)
+            learned = result.status == "recorded" and self.core.learn(result.sequence, record)
+        self.metrics.feedback.labels(result.status).inc()
+        if result.status == "conflict":
+            return JSONResponse(  # type: ignore[return-value]
+                error_body(
+                    "transaction_id,attempt",
+                    "conflicting_outcome",
+                    "a different outcome was already recorded for this transaction and attempt",
+                ),
+                status_code=409,
+            )
+        if result.status == "recorded":
+            self.metrics.feedback_lag.observe(max(0.0, record.received_at - outcome.timestamp.timestamp()))
+            if not record.decision_known:
+                self.metrics.unknown_decision.inc()
+        return FeedbackAck(
+            status=result.status,
+            transaction_id=outcome.transaction_id,
+            attempt=outcome.attempt,
+            decision_known=result.decision_known,
+            learned=learned,
+            sequence=result.sequence,
+        )
+
+    # ------------------------------------------------------------------ lifecycle, health, metrics
+
+    @bentoml.on_startup
+    async def _start_background(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._every(self.settings.model_poll_s, self._poll_model)),
+            asyncio.create_task(self._every(self.settings.snapshot_s, self._snapshot)),
+        ]
+        _status_app.state.service = self
+
+    @bentoml.on_shutdown
+    async def _stop_background(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._snapshot()
+        self.core.close()
+
+    def __is_ready__(self) -> bool:
+        return True
+
+    def __metrics__(self, content: str) -> str:
+        return self.metrics.merge(content)
+
+    def status(self) -> dict[str, Any]:
+        bundle = self.core.slot.bundle
+        return {
+            "model_version": None if bundle is None else bundle.version,
+            "model_loaded": bundle is not None,
+            "router": self.core.router is not None,
+            "last_sequence": self.core.last_sequence,
+            "replayed_at_start": self.replayed,
+            "uptime_s": round(time.time() - self.started_at, 3),
+        }
+
+    # ------------------------------------------------------------------ model reload and snapshots
+
+    def reload_model(self) -> bool:
+        """Load the champion if its fingerprint changed; keep the current model on any failure."""
+        if not self.source.configured:
+            self.metrics.model_loaded.set(0)
+            return False
+        fingerprint = self.source.fingerprint()
+        if fingerprint is None or fingerprint == self.core.slot.fingerprint or fingerprint == self._reload_failed:
+            return False
+        try:
+            bundle = self.source.load()
+        except Exception as error:  # a corrupt or half-written champion: keep serving the old one
+            if fingerprint != self._reload_failed:
+                logger.warning("champion %s not loaded: %s", fingerprint, error)
+            self._reload_failed = fingerprint
+            self.metrics.reloads.labels("failed").inc()
+            return False
+        return self._install(bundle, fingerprint)
+
+    def _install(self, bundle: Any, fingerprint: str) -> bool:
+        self.core.slot.swap(bundle, fingerprint)  # one reference assignment: atomic for requests
+        self._reload_failed = None
+        self.metrics.reloads.labels("loaded").inc()
+        self.metrics.model_loaded.set(1)
+        logger.info("champion model %s loaded", bundle.version)
+        return True
+
+    async def _poll_model(self) -> None:
+        # Loading (file reads, hashing, LightGBM parsing) runs in a thread; the swap runs on the loop.
+        fingerprint = await anyio.to_thread.run_sync(self.source.fingerprint)
+        if fingerprint is None or fingerprint in (self.core.slot.fingerprint, self._reload_failed):
+            return
+        try:
+            bundle = await anyio.to_thread.run_sync(self.source.load)
+        except Exception as error:
+            logger.warning("champion %s not loaded: %s", fingerprint, error)
+            self._reload_failed = fingerprint
+            self.metrics.reloads.labels("failed").inc()
+            return
+        self._install(bundle, fingerprint)
+
+    async def _snapshot(self) -> None:
+        async with self._feedback_lock:
+            try:
+                self.core.snapshot()
+            except Exception:
+                logger.exception("state snapshot failed")
+
+    async def _every(self, seconds: float, job) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except Exception:
+                logger.exception("background job %s failed", getattr(job, "__name__", job))
+
+
+async def _status(request: Request) -> JSONResponse:
+    service = getattr(request.app.state, "service", None)
+    if service is None:
+        return JSONResponse({"ready": False}, status_code=503)
+    return JSONResponse(service.status())
+
+
+_status_app.router.routes.append(Route("/status", _status, methods=["GET"]))
+
+
+
+def guard_config() -> tuple[dict[str, RouteRule], tuple[str, ...]]:
+    """Which routes need the API key (always /feedback; /rank on request) and the accepted keys."""
+    settings = ServiceSettings.from_env()
+    rank_key = settings.rank_requires_key
+    rules = {
+        "/rank": RouteRule(RankRequest, requires_key=rank_key),
+        "/rank_batch": RouteRule(RankBatchRequest, requires_key=rank_key),
+        "/feedback": RouteRule(FeedbackRequest, requires_key=True),
+    }
+    return rules, settings.api_keys
+
+
+PayrouteService.add_asgi_middleware(RequestGuard, config=guard_config)

@@ -1,0 +1,233 @@
+"""The service's learning state: router (bandit), online features and model slot, with its durable logs.
+
+Ranking is fail-open: with no model, no router, or any error in the learned path, the answer is the
+catalogue's static order, marked degraded. Learning happens only from outcomes whose decision id this
+service issued for the same transaction. State is snapshotted (router JSON + feature store + the log
+sequence it covers) and rebuilt at start-up from the newest snapshot plus the outcome log's tail, in
+log order: the same path as live learning, so a crash between acknowledgement and snapshot loses nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from payroute.catalog import Catalog
+from payroute.contracts import AttemptOutcome, Transaction
+from payroute.serving.eventlog import DecisionLog, DecisionRecord, OutcomeLog, OutcomeRecord
+from payroute.serving.metrics import ServiceMetrics
+from payroute.serving.predictor import BundlePredictor, ModelSlot
+from payroute.serving.static_order import static_decision
+
+logger = logging.getLogger("payroute.serving")
+
+SNAPSHOTS_DIR = "snapshots"
+SNAPSHOTS_KEPT = 3
+
+
+def new_decision_id() -> str:
+    """Unique across restarts and workers (random, not a counter)."""
+    return "dec_" + uuid.uuid4().hex
+
+
+def public_decision_id(boot_id: str, router_decision_id: str) -> str:
+    """Prefix the router's id (a seeded stream, which a restore rewinds) with this process's boot id."""
+    return f"{boot_id}.{router_decision_id}"
+
+
+def router_decision_id(decision_id: str | None) -> str | None:
+    """The router's own id inside a public decision id (None for ids the router did not issue)."""
+    if not decision_id or "." not in decision_id:
+        return None
+    return decision_id.split(".", 1)[1]
+
+
+def degraded_cause(decision: Any) -> str:
+    """A short metric label for why a decision was degraded."""
+    value = next((r.value for r in getattr(decision, "reasons", ()) if getattr(r, "code", None) == "degraded"), None)
+    text = str(value or "unknown")
+    return "no_model" if "NoModelError" in text else text.split(":", 1)[0]
+
+
+def make_feature_store(catalog: Catalog) -> Any | None:
+    try:
+        from payroute.features import OnlineFeatureStore
+    except ImportError:
+        return None
+    return OnlineFeatureStore(catalog)
+
+
+def make_router(catalog: Catalog, predictor: Any, seed: int) -> Any | None:
+    try:
+        from payroute.serving.routing import Router
+    except ImportError:
+        return None
+    return Router(catalog, predictor, seed=seed)
+
+
+class ScoringCore:
+    """Everything that ranks and learns; the BentoML class is a thin HTTP shell around it."""
+
+    def __init__(self, catalog: Catalog, state_dir: Path, metrics: ServiceMetrics, *, seed: int = 0) -> None:
+        self.catalog = catalog
+        self.state_dir = Path(state_dir)
+        self.metrics = metrics
+        self.seed = seed
+        self.slot = ModelSlot()
+        self.features = make_feature_store(catalog)
+        self.predictor = BundlePredictor(self.slot, self.features)
+        self.router = make_router(catalog, self.predictor, seed) if self.features is not None else None
+        self.outcomes = OutcomeLog(self.state_dir / "outcomes.sqlite")
+        self.decisions = DecisionLog(self.state_dir / "decisions.sqlite")
+        self.last_sequence = 0
+        self.boot_id = "b" + uuid.uuid4().hex[:10]
+
+    # ------------------------------------------------------------------ ranking
+
+    def rank(self, transaction: Transaction) -> Any:
+        """A decision from the router (itself degraded without a usable model), or the static order if it fails."""
+        if self.router is not None:
+            try:
+                decision = self.router.rank(transaction)
+            except Exception:  # fail-open: whatever broke, the payment still gets a ranking
+                logger.exception("router failed; answering from the static order")
+                cause = "router_error"
+            else:
+                decision = dataclasses.replace(
+                    decision, decision_id=public_decision_id(self.boot_id, decision.decision_id)
+                )
+                if decision.degraded:
+                    self.metrics.degraded.labels(degraded_cause(decision)).inc()
+                self._issued(transaction, decision)
+                return decision
+        else:
+            cause = "no_router"
+        decision = static_decision(self.catalog, transaction, new_decision_id(), cause=cause)
+        self.metrics.degraded.labels(cause).inc()
+        self._issued(transaction, decision)
+        return decision
+
+    def rank_many(self, transactions: Sequence[Transaction]) -> list[Any]:
+        return [self.rank(transaction) for transaction in transactions]
+
+    def _issued(self, transaction: Transaction, decision: Any) -> None:
+        first_psp = decision.ranking[0].psp if decision.ranking else None
+        self.metrics.decisions.labels(first_psp or "none").inc()
+        self.decisions.record(
+            [
+                DecisionRecord(
+                    decision_id=decision.decision_id,
+                    transaction_id=transaction.id,
+                    transaction_json=transaction.model_dump_json(),
+                    first_psp=first_psp,
+                    propensity=decision.propensity,
+                    model_version=decision.model_version,
+                    degraded=bool(decision.degraded),
+                    issued_at=time.time(),
+                )
+            ]
+        )
+
+    # ------------------------------------------------------------------ learning
+
+    def outcome_record(self, outcome: AttemptOutcome, decision_id: str | None) -> OutcomeRecord:
+        """What the log stores for this outcome; ``decision_known`` only for our decision on this transaction."""
+        decision = self.decisions.lookup(decision_id) if decision_id else None
+        known = decision is not None and decision.transaction_id == outcome.transaction_id
+        return OutcomeRecord(
+            outcome=outcome,
+            decision_id=decision_id,
+            decision_known=known,
+            transaction_json=decision.transaction_json if known else None,
+            propensity=decision.propensity if known and decision.first_psp == outcome.psp else None,
+            received_at=time.time(),
+        )
+
+    def learn(self, sequence: int, record: OutcomeRecord) -> bool:
+        """Apply one logged outcome to features and bandit; True when it was learned from."""
+        self.last_sequence = max(self.last_sequence, sequence)
+        if not record.decision_known or record.transaction_json is None:
+            return False
+        transaction = Transaction.model_validate_json(record.transaction_json)
+        try:
+            if self.features is not None:
+                self.features.update(record.outcome, transaction)
+            if self.router is not None:
+                self.router.observe(record.outcome, transaction, decision_id=router_decision_id(record.decision_id))
+        except Exception:
+            logger.exception("learning from outcome %s failed", sequence)
+            self.metrics.learn_errors.inc()
+            return False
+        return True
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> Path:
+        """Write router + feature state as of ``last_sequence``; the directory appears complete or not at all."""
+        root = self.state_dir / SNAPSHOTS_DIR
+        final = root / f"{self.last_sequence:012d}"
+        if (final / "meta.json").exists():
+            return final
+        staging = root / f".staging-{self.last_sequence:012d}-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        if self.router is not None:
+            (staging / "router.json").write_text(json.dumps(self.router.snapshot()))
+        features_file = None
+        if self.features is not None:
+            features_file = self.features.snapshot(staging / "features.npz").name
+        meta = {"sequence": self.last_sequence, "created_at": time.time(), "features_file": features_file}
+        (staging / "meta.json").write_text(json.dumps(meta))
+        _fsync_tree(staging)
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
+        for old in sorted(p for p in root.iterdir() if p.name[0].isdigit())[:-SNAPSHOTS_KEPT]:
+            shutil.rmtree(old, ignore_errors=True)
+        self.metrics.snapshots.inc()
+        return final
+
+    def restore(self) -> int:
+        """Load the newest complete snapshot, then replay the outcome log after it. Returns outcomes replayed."""
+        snapshot = latest_snapshot(self.state_dir)
+        if snapshot is not None:
+            meta = json.loads((snapshot / "meta.json").read_text())
+            if self.router is not None and (snapshot / "router.json").exists():
+                self.router.load_state(json.loads((snapshot / "router.json").read_text()))
+            if self.features is not None and meta.get("features_file"):
+                self.features = type(self.features).restore(snapshot / meta["features_file"], self.catalog)
+                self.predictor.feature_store = self.features
+            self.last_sequence = int(meta["sequence"])
+        replayed = 0
+        for sequence, record in self.outcomes.since(self.last_sequence):
+            replayed += self.learn(sequence, record)
+            self.last_sequence = sequence
+        self.metrics.replayed.set(replayed)
+        return replayed
+
+    def close(self) -> None:
+        self.decisions.close()
+        self.outcomes.close()
+
+
+def latest_snapshot(state_dir: Path) -> Path | None:
+    root = Path(state_dir) / SNAPSHOTS_DIR
+    if not root.exists():
+        return None
+    complete = sorted(p for p in root.iterdir() if p.name[0].isdigit() and (p / "meta.json").exists())
+    return complete[-1] if complete else None
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
