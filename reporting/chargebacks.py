@@ -122,7 +122,8 @@ def flag(rates: pd.DataFrame, level: Level, thresholds: MonitoringThresholds) ->
             over = np.maximum(over, amount_ratio / p.amount_ratio)
         level_status = np.where((over >= 1) & (count >= p.min_count), "breach",
                                 np.where(over >= thresholds.warn_fraction, "nearing", "ok"))
-        worse = np.array([rank[s] > rank[t] for s, t in zip(level_status, status)], bool)
+        # Programmes run from the lowest ratio up: the most severe one reached names the status.
+        worse = np.array([s != "ok" and rank[s] >= rank[t] for s, t in zip(level_status, status)], bool)
         status[worse] = level_status[worse]
         programme[worse] = p.name
         headroom = np.where(np.isnan(headroom), p.ratio - count_ratio, headroom)

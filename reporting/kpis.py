@@ -97,6 +97,8 @@ def attempt_kpis(attempts: pd.DataFrame, by: str) -> pd.DataFrame:
 def approval_kpis(data: ReportData, by: str) -> pd.DataFrame:
     """Payment- and attempt-level KPIs side by side, one row per value of ``by``."""
     table = payment_kpis(data.payments, by).join(attempt_kpis(data.attempts, by), how="outer")
+    for column in ("payments", "deposits", "first_deposits", "attempts"):
+        table[column] = table[column].fillna(0).astype("int64")
     table.index.name = by
     return table.reset_index()
 
