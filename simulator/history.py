@@ -83,9 +83,8 @@ def simulate_history(
     bar = _progress(progress, 3 + config.max_attempts)
     world = World(catalog, seed, config)
     rng = np.random.default_rng([seed, 0xA11])
-    transactions = world.sample_transactions(config.n_transactions, rng=rng)
+    transactions, eligible = world.sample_routable(config.n_transactions, rng=rng)
     encoded = world.encode(transactions)
-    eligible = world.routable(transactions)
     at_first = transactions["timestamp"].dt.as_unit("us").astype("int64").to_numpy()
     _tick(bar)
 

@@ -57,7 +57,7 @@ DEFAULT_PROFILES: dict[str, PspTruth] = {
     ),
     # LATAM local acquirer: the only strong path for Brazilian/Mexican cards; pix approves very well.
     "latamconnect": PspTruth(
-        base=1.9, cross_border_penalty=-1.6, country={"BR": 0.2, "CO": -0.3}, network={"elo": 0.5},
+        base=2.3, cross_border_penalty=-1.6, country={"BR": 0.2, "CO": -0.3}, network={"elo": 0.5},
         method={"pix": 1.3, "spei": 0.8, "pse": 0.2}, vertical={"forex": -0.3}, amount_sensitivity=-0.15,
         error_rate=0.010, timeout_rate=0.006, latency_median_ms=780, code_style="latam",
     ),
@@ -76,7 +76,7 @@ DEFAULT_PROFILES: dict[str, PspTruth] = {
     ),
     # High-risk specialist: approves gambling/forex/crypto where mainstream acquirers refuse.
     "riskshield": PspTruth(
-        base=1.9, cross_border_penalty=-0.4, network={"troy": 0.5, "rupay": 0.4},
+        base=1.9, cross_border_penalty=-0.8, network={"troy": 0.5, "rupay": 0.4},
         vertical={"igaming": 0.4, "sports_betting": 0.4, "forex": 0.3, "crypto": 0.3}, amount_sensitivity=-0.05,
         latency_median_ms=700, code_style="numeric",
     ),

@@ -148,28 +148,33 @@ def sample_transactions(
     mix: TrafficMix,
     rng: np.random.Generator,
     seed: int,
-    routable: Callable[[pd.DataFrame], np.ndarray] | None = None,
+    eligibility: Callable[[pd.DataFrame], np.ndarray] | None = None,
     id_prefix: str = "tx",
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, np.ndarray | None]:
     """``n`` transactions in ``[start, start + days)``, sorted by time, contract columns + hidden ``_`` ones.
 
-    ``routable(frame) -> bool mask``: keep only transactions some PSP can take (the world draws extra
-    traffic and keeps a uniform subsample of the routable part, so the time profile is unchanged).
+    ``eligibility(frame) -> (rows, n_psps) bool``: keep only transactions some PSP can take (extra
+    traffic is drawn and a uniform subsample of the routable part kept, so the time profile is
+    unchanged); the matrix of the kept rows is returned with the frame (``None`` without a callback).
     """
-    factor = 1.0 if routable is None else 1.3
+    factor = 1.0 if eligibility is None else 1.3
     for _ in range(6):
-        frame = _draw_raw(int(np.ceil(n * factor)) + (0 if routable is None else 32), start, days, catalog,
+        frame = _draw_raw(int(np.ceil(n * factor)) + (0 if eligibility is None else 32), start, days, catalog,
                           issuers, mix, rng, seed)
-        keep = np.ones(len(frame), bool) if routable is None else np.asarray(routable(frame), bool)
+        matrix = None if eligibility is None else np.asarray(eligibility(frame), bool)
+        keep = np.ones(len(frame), bool) if matrix is None else matrix.any(axis=1)
         if keep.sum() >= n:
             break
         factor *= 1.5 * len(frame) / max(1, keep.sum())
     else:
         raise ValueError("traffic mix yields too few transactions any PSP of the catalogue can take")
     chosen = np.sort(rng.choice(np.flatnonzero(keep), size=n, replace=False))
-    frame = frame.iloc[chosen].sort_values("timestamp", kind="stable").reset_index(drop=True)
+    order = np.argsort(frame["timestamp"].to_numpy()[chosen], kind="stable")
+    chosen = chosen[order]
+    frame = frame.iloc[chosen].reset_index(drop=True)
+    matrix = None if matrix is None else matrix[chosen]
     frame["id"] = np.char.add(f"{id_prefix}{seed}-", np.char.zfill(np.arange(n).astype(str), 8)).astype(object)
     deposits = frame["type"] == "deposit"
     rank = frame.loc[deposits].groupby("_customer").cumcount()
     frame["first_deposit"] = (rank == 0).reindex(frame.index, fill_value=False).to_numpy(dtype=bool)
-    return frame[list(TRANSACTION_COLUMNS) + list(HIDDEN_COLUMNS)]
+    return frame[list(TRANSACTION_COLUMNS) + list(HIDDEN_COLUMNS)], matrix

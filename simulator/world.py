@@ -207,10 +207,17 @@ class World:
     ) -> pd.DataFrame:
         """``n`` routable transactions (at least one eligible PSP), contract columns plus hidden
         ``_customer``, ``_issuer`` and ``_customer_risk``."""
+        return self.sample_routable(n, start, days, rng)[0]
+
+    def sample_routable(
+        self, n: int, start: dt.datetime | None = None, days: float | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[pd.DataFrame, np.ndarray]:
+        """Like :meth:`sample_transactions`, with the :meth:`routable` matrix of the rows returned."""
         rng = rng if rng is not None else np.random.default_rng([self.seed, 0x7A])
         return sample_transactions(
             n, start or self.config.start, days or self.config.days, self.catalog, self.issuers,
-            self.config.traffic, rng, self.seed, routable=lambda f: self.routable(f).any(axis=1),
+            self.config.traffic, rng, self.seed, eligibility=self.routable,
         )
 
     def routable(self, transactions: pd.DataFrame) -> np.ndarray:
