@@ -118,8 +118,8 @@ def encode_features(frame: pd.DataFrame, layout: FeatureLayout) -> np.ndarray:
     for j, name in enumerate(layout.feature_names):
         column = frame[name]
         if name in categorical:
-            values = column.astype("string")
-            codes = pd.Categorical(values, categories=list(layout.categorical_levels[name])).codes
+            levels = pd.Index(list(layout.categorical_levels[name]), dtype=object)
+            codes = levels.get_indexer(column.astype("string").astype(object).where(column.notna(), None))
             matrix[:, j] = np.where(codes < 0, np.nan, codes)
         else:
             matrix[:, j] = pd.to_numeric(column, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
