@@ -117,6 +117,7 @@ def _figures(report: Report) -> dict[str, list[str]]:
                 ax.plot(pd.to_datetime(day["day"]), day[column], marker=".", label=column.replace("_", " "))
             ax.set_ylabel("share")
             ax.set_title("Approval and deposit conversion by day")
+            fig.autofmt_xdate()
             ax.legend(fontsize=8)
             figures.setdefault("Approval and conversion", []).append(_png(fig))
             plt.close(fig)
@@ -154,14 +155,16 @@ def _figures(report: Report) -> dict[str, list[str]]:
             fig, ax = plt.subplots(figsize=(12, 4))
             times = traffic.index.tz_localize(None) if traffic.index.tz is not None else traffic.index
             ax.stackplot(times, traffic.T.to_numpy(), labels=list(traffic.columns), alpha=0.85)
-            for row in report.tables["incidents"].itertuples():
+            for i, row in enumerate(report.tables["incidents"].itertuples()):
                 start = pd.Timestamp(row.start).tz_localize(None)
                 end = pd.Timestamp(row.end).tz_localize(None)
                 ax.axvspan(start, end, color="red", alpha=0.25)
-                ax.text(start, 1.01, f"{row.psp} incident", fontsize=7, color="red", rotation=0)
+                # Stagger the labels so that neighbouring windows stay readable.
+                ax.text(start, 1.01 + 0.05 * (i % 3), row.psp, fontsize=7, color="red")
             ax.set_ylim(0, 1)
             ax.set_ylabel("share of attempts")
-            ax.set_title("Traffic share per PSP by hour (red: incident windows)")
+            ax.set_title("Traffic share per PSP by hour (red: incident windows)", pad=28)
+            fig.autofmt_xdate()
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
             figures.setdefault("Routing", []).append(_png(fig))
             plt.close(fig)
