@@ -8,7 +8,7 @@ PSP sharing an acquiring region with it is less likely to succeed: its P(approve
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -47,25 +47,26 @@ def shares_region(regions_by_psp: Sequence[frozenset[str]], regions: frozenset[s
 
 def cascade_order(
     first: int,
-    mean: np.ndarray,
-    regions_by_psp: Sequence[frozenset[str]],
+    score: np.ndarray,
+    score_after_same_region_decline: np.ndarray,
+    overlap: np.ndarray,
     demoted: np.ndarray,
-    score_of: Callable[[np.ndarray], np.ndarray],
-    retry_factor: float,
 ) -> list[int]:
     """Positions after ``first``, each chosen assuming every PSP placed before it soft-declined.
 
-    Greedy by score with P(approve) of PSPs sharing an acquiring region with an earlier position
-    multiplied by ``retry_factor``; demoted PSPs go last.
+    Greedy by score, using ``score_after_same_region_decline`` (the score with P(approve) multiplied by
+    the retry factor) for PSPs whose acquiring regions overlap an earlier position's
+    (``overlap[i, j]``: PSPs i and j share a region); demoted PSPs go last. Arrays have shape (m,) or (m, m).
     """
     order = [first]
-    remaining = [j for j in range(len(mean)) if j != first]
-    declined_regions = set(regions_by_psp[first])
+    remaining = [j for j in range(len(score)) if j != first]
+    penalised = overlap[first].copy()
     while remaining:
-        factor = np.array([retry_factor if regions_by_psp[j] & declined_regions else 1.0 for j in range(len(mean))])
-        scores = score_of(mean * factor)
-        best = max(remaining, key=lambda j: (not demoted[j], scores[j]))
+        best = max(
+            remaining,
+            key=lambda j: (not demoted[j], score_after_same_region_decline[j] if penalised[j] else score[j]),
+        )
         order.append(best)
         remaining.remove(best)
-        declined_regions |= regions_by_psp[best]
+        penalised |= overlap[best]
     return order

@@ -62,7 +62,7 @@ class RoutingConfig:
     half_life_s: float = 1800.0
     exploration_cap: float = 0.02
     min_propensity: float = 0.01
-    propensity_samples: int = 256
+    propensity_samples: int = 128
     burst_errors: int | None = 5
     error_rate_threshold: float = 0.5
     error_ewma_alpha: float = 0.1

@@ -7,13 +7,12 @@ expected_cost / score / reasons``, ``excluded``, ``model_version``, ``propensity
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 ReasonValue = float | int | str | bool | None
 
 
-@dataclass(frozen=True)
-class Reason:
+class Reason(NamedTuple):
     """One machine-readable reason: a stable code and its value (e.g. ``model_probability`` = 0.81)."""
 
     code: str

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
+from enum import Enum
 from typing import Any
 
 import numpy as np
 
-from payroute.catalog import Catalog
+from payroute.catalog import ELIGIBILITY_RULES, Catalog
 from payroute.contracts import AttemptOutcome, AttemptStatus, DeclineClass, Transaction
 from payroute.serving.routing.bandit import (
     PROBABILITY_EPSILON,
@@ -37,6 +37,8 @@ from payroute.serving.routing.predictors import ApprovalPredictor, ChargebackCos
 STATE_FORMAT = "payroute-router-state"
 STATE_VERSION = 1
 NEUTRAL_PRIOR = 0.5
+# The transaction fields the catalogue's eligibility rules read (derived from the rules, never listed twice).
+ELIGIBILITY_FIELDS: tuple[str, ...] = tuple(dict.fromkeys((*(r.field for r in ELIGIBILITY_RULES), "currency", "amount")))
 
 
 class Router:
@@ -65,6 +67,7 @@ class Router:
         self._id_rng = np.random.default_rng(id_seed)
         self._index = {name: i for i, name in enumerate(catalog.psp_names)}
         self._regions = tuple(frozenset(p.acquiring_regions) for p in catalog.psps)
+        self._overlap = np.array([[bool(a & b) for b in self._regions] for a in self._regions])
         self._static_rank = {name: i for i, name in enumerate(catalog.static_order)}
         self._fees = FeeTable(catalog)
         self.posterior = ResidualPosterior(catalog.psp_names, half_life_s=config.half_life_s, max_evidence=config.max_evidence)
@@ -95,9 +98,9 @@ class Router:
         self, transaction: Transaction, attempt: int, previous: tuple[AttemptOutcome, ...],
         exclude: tuple[str, ...], objective: str, now: float,
     ) -> Decision:
-        decision_id = str(uuid.UUID(bytes=self._id_rng.bytes(16), version=4))
+        decision_id = _uuid4(self._id_rng)
         segment = segment_of(transaction)
-        report = self.catalog.eligibility(transaction)
+        report = self.catalog.eligibility({name: _plain(getattr(transaction, name)) for name in ELIGIBILITY_FIELDS})
         excluded = [Exclusion(psp, reason) for psp, reason in report.excluded.items()]
         tried = {outcome.psp for outcome in previous}
         eligible: list[str] = []
@@ -142,18 +145,20 @@ class Router:
             exploration_cap=c.exploration_cap, min_propensity=c.min_propensity, probe_rate=c.probe_rate,
         )
         first = draw_first(policy.probabilities, self._rng)
-        order = cascade_order(first, mean, [self._regions[j] for j in index], demoted, score_of, c.same_region_retry_factor)
-
         mean_scores = score_of(mean)
-        costs = expected_cost(mean, terms)
+        order = cascade_order(
+            first, mean_scores, score_of(mean * c.same_region_retry_factor), self._overlap[np.ix_(index, index)], demoted
+        )
+        reasons = self._reasons(
+            terms, model_probability, prior, mean, evidence[index], known, demoted, same_region, objective=objective
+        )
+        costs = np.round(expected_cost(mean, terms), 6).tolist()
+        p_approve, scores, p_first = mean.tolist(), mean_scores.tolist(), policy.probabilities.tolist()
+        explored = (Reason("exploration", "probe" if demoted[first] else "thompson"),) if first != policy.greedy else ()
         ranking = tuple(
             RankedPsp(
-                psp=eligible[j], p_approve=float(mean[j]), expected_cost=round(float(costs[j]), 6),
-                score=float(mean_scores[j]), p_first=float(policy.probabilities[j]),
-                reasons=self._reasons(
-                    j, terms, model_probability, mean, evidence[index], known, demoted, same_region,
-                    exploration=(position == 0 and j != policy.greedy), objective=objective,
-                ),
+                psp=eligible[j], p_approve=p_approve[j], expected_cost=costs[j], score=scores[j], p_first=p_first[j],
+                reasons=reasons[j] + explored if position == 0 else reasons[j],
             )
             for position, j in enumerate(order)
         )
@@ -227,28 +232,34 @@ class Router:
         return lambda approval: score(objective, approval, terms, min_probability=minimum)
 
     def _reasons(
-        self, j: int, terms: CostTerms, model_probability: np.ndarray, mean: np.ndarray, evidence: np.ndarray,
-        known: np.ndarray, demoted: np.ndarray, same_region: np.ndarray, *, exploration: bool, objective: str,
-    ) -> tuple[Reason, ...]:
-        reasons = [
-            Reason("model_probability", float(model_probability[j]) if known[j] else None),
-            Reason("prior", "model" if known[j] else "cold"),
-            Reason("posterior_adjustment", round(float(mean[j] - (model_probability[j] if known[j] else mean[j])), 6)
-                   if known[j] else None),
-            Reason("evidence", round(float(evidence[j]), 3)),
-            Reason("health", DEMOTED if demoted[j] else "healthy"),
-            Reason("fee_eur", round(float(terms.fee_if_approved[j]), 4)),
-            Reason("fx_eur", round(float(terms.fx_if_approved[j]), 4)),
-            Reason("decline_fee_eur", round(float(terms.fee_if_declined[j]), 4)),
-            Reason("chargeback_eur", round(float(terms.chargeback_if_approved[j]), 4)),
+        self, terms: CostTerms, model_probability: np.ndarray, prior: np.ndarray, mean: np.ndarray, evidence: np.ndarray,
+        known: np.ndarray, demoted: np.ndarray, same_region: np.ndarray, *, objective: str,
+    ) -> list[tuple[Reason, ...]]:
+        """Per PSP: model probability, posterior adjustment (posterior mean − prior mean, after any cascade
+        factor), evidence, health, cost components."""
+        model = np.where(known, model_probability, np.nan)
+        columns = zip(
+            model.tolist(), np.round(np.where(known, mean - prior, np.nan), 6).tolist(), np.round(evidence, 3).tolist(),
+            np.round(terms.fee_if_approved, 4).tolist(), np.round(terms.fx_if_approved, 4).tolist(),
+            np.round(terms.fee_if_declined, 4).tolist(), np.round(terms.chargeback_if_approved, 4).tolist(),
+            demoted.tolist(), same_region.tolist(),
+        )
+        value = (Reason("value_eur", round(terms.value_if_approved, 4)),) if objective == "expected_value" else ()
+        region = (Reason("same_region_as_declined", self.config.same_region_retry_factor),)
+        return [
+            (
+                Reason("model_probability", None if adjustment != adjustment else probability),
+                Reason("prior", "cold" if adjustment != adjustment else "model"),
+                Reason("posterior_adjustment", None if adjustment != adjustment else adjustment),
+                Reason("evidence", count),
+                Reason("health", DEMOTED if is_demoted else "healthy"),
+                Reason("fee_eur", fee), Reason("fx_eur", fx), Reason("decline_fee_eur", declined),
+                Reason("chargeback_eur", chargeback),
+                *value,
+                *(region if shares else ()),
+            )
+            for probability, adjustment, count, fee, fx, declined, chargeback, is_demoted, shares in columns
         ]
-        if objective == "expected_value":
-            reasons.append(Reason("value_eur", round(terms.value_if_approved, 4)))
-        if same_region[j]:
-            reasons.append(Reason("same_region_as_declined", self.config.same_region_retry_factor))
-        if exploration:
-            reasons.append(Reason("exploration", "probe" if demoted[j] else "thompson"))
-        return tuple(reasons)
 
     def _remember(self, decision_id: str, segment: str, eligible: list[str], prior: np.ndarray) -> None:
         self._decisions[decision_id] = (segment, dict(zip(eligible, prior.tolist())))
@@ -316,6 +327,20 @@ class Router:
         router = cls(catalog, predictor, config, **kwargs)
         router.load_state(state)
         return router
+
+
+def _plain(value: Any) -> Any:
+    """An enum member as its plain value (the catalogue's rules compare plain strings)."""
+    return value.value if isinstance(value, Enum) else value
+
+
+def _uuid4(rng: np.random.Generator) -> str:
+    """A version-4 UUID string from the seeded id stream (deterministic under a seed)."""
+    raw = bytearray(rng.bytes(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _epoch(now: dt.datetime | float | None, transaction: Transaction) -> float:
