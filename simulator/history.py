@@ -18,7 +18,7 @@ from payroute.catalog import Catalog, dump_catalog, load_catalog
 from payroute.history import CATALOG_FILE, write_table
 from payroute.simulator.config import SimulationConfig
 from payroute.simulator.logging_policy import LoggingPolicy, choose
-from payroute.simulator.world import World
+from payroute.simulator.world import World, string_column
 
 ATTEMPT_COLUMNS = (
     "transaction_id", "attempt", "psp", "timestamp", "status", "decline_code", "decline_reason", "decline_class",
@@ -63,10 +63,11 @@ def _progress(enabled: bool, total: int):
     return tqdm(total=total, desc="simulate", unit="step")
 
 
-def _long(transaction_ids: np.ndarray, psps: tuple[str, ...], mask: np.ndarray, values: np.ndarray, name: str) -> pd.DataFrame:
+def _long(transaction_ids: pd.array, psps: tuple[str, ...], mask: np.ndarray, values: np.ndarray, name: str) -> pd.DataFrame:
+    """One row per (transaction, PSP) where ``mask`` holds, in transaction then catalogue order."""
     rows, cols = np.nonzero(mask)
     return pd.DataFrame(
-        {"transaction_id": transaction_ids[rows], "psp": np.asarray(psps, dtype=object)[cols], name: values[rows, cols]}
+        {"transaction_id": transaction_ids.take(rows), "psp": string_column(cols, psps), name: values[rows, cols]}
     )
 
 
@@ -93,12 +94,13 @@ def simulate_history(
     country_row = np.minimum(encoded.country, len(policy.countries) - 1)
     probabilities = policy.probabilities(country_row, eligible)
     truth = world.approval_matrix(encoded, at=at_first)
-    ids = encoded.ids
+    ids = transactions["id"].array
     true_approval = _long(ids, world.psps, eligible, truth, "p_approve")
     logging_probabilities = _long(ids, world.psps, eligible, probabilities, "propensity")
     _tick(bar)
 
-    attempts = _cascade(world, encoded, eligible, probabilities, at_first, config.max_attempts, rng, bar)
+    attempts = _cascade(world, encoded, eligible, probabilities, at_first, config.max_attempts, rng, bar,
+                        transactions["id"].array)
     chargebacks = _chargebacks(transactions, attempts, config, rng)
     _tick(bar)
     if bar is not None:
@@ -112,7 +114,7 @@ def _tick(bar) -> None:
 
 
 def _cascade(world: World, encoded, eligible: np.ndarray, probabilities: np.ndarray, at_first: np.ndarray,
-             max_attempts: int, rng: np.random.Generator, bar) -> pd.DataFrame:
+             max_attempts: int, rng: np.random.Generator, bar, transaction_ids: pd.array) -> pd.DataFrame:
     """First attempts for every transaction, then retries on the next PSP after soft failures."""
     n = encoded.n
     psp_names = np.asarray(world.psps, dtype=object)
@@ -133,12 +135,11 @@ def _cascade(world: World, encoded, eligible: np.ndarray, probabilities: np.ndar
         names = psp_names[pick]
         draws = world.uniforms(subset.ids, names)
         outcome = world.attempt(subset, names, at=at[active], attempt=attempt, uniforms=draws)
-        outcome.insert(0, "transaction_id", subset.ids)
+        outcome.insert(0, "_row", active)
         outcome.insert(1, "attempt", attempt)
-        outcome.insert(2, "psp", names)
+        outcome.insert(2, "_psp", pick)
         outcome.insert(3, "timestamp", at[active])
         outcome["propensity"] = propensity
-        outcome["_row"] = active
         frames.append(outcome)
         _tick(bar)
         # Retry on soft failures (soft declines, errors, timeouts) while an untried eligible PSP is left.
@@ -147,8 +148,11 @@ def _cascade(world: World, encoded, eligible: np.ndarray, probabilities: np.ndar
         at[active] = at[active] + gap_us
         active = active[retry]
     attempts = pd.concat(frames, ignore_index=True).sort_values(["_row", "attempt"], kind="stable")
+    attempts = attempts.reset_index(drop=True)
+    attempts["transaction_id"] = transaction_ids.take(attempts["_row"].to_numpy())
+    attempts["psp"] = string_column(attempts["_psp"].to_numpy(), world.psps)
     attempts["timestamp"] = pd.to_datetime(attempts["timestamp"].to_numpy(), unit="us", utc=True)
-    return attempts.drop(columns="_row").reset_index(drop=True)[list(ATTEMPT_COLUMNS)]
+    return attempts[list(ATTEMPT_COLUMNS)]
 
 
 def _chargebacks(transactions: pd.DataFrame, attempts: pd.DataFrame, config: SimulationConfig,

@@ -169,7 +169,8 @@ def sample_transactions(
     else:
         raise ValueError("traffic mix yields too few transactions any PSP of the catalogue can take")
     chosen = np.sort(rng.choice(np.flatnonzero(keep), size=n, replace=False))
-    order = np.argsort(frame["timestamp"].to_numpy()[chosen], kind="stable")
+    # int64 microseconds: a tz-aware column's to_numpy() would build an object array of Timestamps.
+    order = np.argsort(frame["timestamp"].dt.as_unit("us").astype("int64").to_numpy()[chosen], kind="stable")
     chosen = chosen[order]
     frame = frame.iloc[chosen].reset_index(drop=True)
     matrix = None if matrix is None else matrix[chosen]

@@ -250,6 +250,19 @@ def test_choice_frequencies_match_propensities(history):
         assert abs(group["chosen"].sum() - expected) < 4 * sd + 1e-9, psp
 
 
+def test_eligibility_by_profile_equals_the_catalogue_rules(history, catalog):
+    """The simulator's per-profile shortcut gives exactly ``catalog.eligibility_matrix``, amounts on
+    the limits included."""
+    from payroute.simulator.world import eligibility_by_profile
+
+    tx = history.transactions.iloc[:5_000].copy()
+    limits = sorted({float(v) for p in catalog.psps for v in (p.amount_limits.min_eur, p.amount_limits.max_eur)})
+    edge = np.arange(len(limits) * 3)
+    tx.loc[tx.index[edge], "currency"] = "EUR"
+    tx.loc[tx.index[edge], "amount"] = np.repeat(limits, 3) + np.tile([-0.01, 0.0, 0.01], len(limits))
+    np.testing.assert_array_equal(eligibility_by_profile(catalog, tx), catalog.eligibility_matrix(tx)[0])
+
+
 def test_every_chosen_psp_is_eligible(history, catalog):
     eligible, _ = catalog.eligibility_matrix(history.transactions)
     column = {name: j for j, name in enumerate(catalog.psp_names)}
