@@ -64,11 +64,12 @@ def play_cascade(stream: Stream, rows: np.ndarray, rankings: np.ndarray) -> tupl
         approved[active] = ok
         attempts[active] += 1
         cost[active] += stream.cost_eur[a, stream_rows, psp]
-        parts.append((active, psp, np.full(len(active), a + 1), ok, ok | soft))
+        parts.append((active, psp, np.full(len(active), a + 1), ok, ok | soft, stream.status[a, stream_rows, psp],
+                      stream.reason[a, stream_rows, psp], stream.latency_ms[a, stream_rows, psp]))
         active = active[soft]
     if not parts:
         raise ValueError("a policy ranked no eligible PSP first")
-    feedback = AttemptFeedback(*(np.concatenate([part[i] for part in parts]) for i in range(5)))
+    feedback = AttemptFeedback(*(np.concatenate([part[i] for part in parts]) for i in range(8)))
     return feedback, approved, attempts, cost
 
 

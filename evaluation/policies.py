@@ -61,6 +61,8 @@ class AttemptFeedback:
     approved : bool array (m,)
     informative : bool array (m,)    approved, or failed for a reason that blames the PSP (soft decline,
                                      error, timeout); customer and hard declines say nothing about the PSP
+    status, reason : int arrays (m,) codes into ``stream.STATUSES`` / ``stream.REASONS`` (-1: none)
+    latency_ms : float array (m,)
     """
 
     rows: np.ndarray
@@ -68,6 +70,9 @@ class AttemptFeedback:
     attempts: np.ndarray
     approved: np.ndarray
     informative: np.ndarray
+    status: np.ndarray
+    reason: np.ndarray
+    latency_ms: np.ndarray
 
 
 class Policy:

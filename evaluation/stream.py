@@ -14,9 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-# Status codes of the outcome tables.
+from payroute.contracts import DeclineReason
+
+# Status codes of the outcome tables (positions in STATUSES); reasons are positions in REASONS.
+STATUSES = ("approved", "declined", "error", "timeout")
 APPROVED, DECLINED, ERROR, TIMEOUT = range(4)
-_STATUS_CODE = {"approved": APPROVED, "declined": DECLINED, "error": ERROR, "timeout": TIMEOUT}
+_STATUS_CODE = {name: code for code, name in enumerate(STATUSES)}
+REASONS = tuple(DeclineReason)
+_REASON_CODE = {reason.value: code for code, reason in enumerate(REASONS)}
+NO_REASON = -1
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,8 @@ class Stream:
     status : int8 (A, n, k)           outcome code of attempt a at PSP j (APPROVED, DECLINED, ERROR, TIMEOUT)
     soft : bool (A, n, k)             the failure blames the PSP path (soft decline, error, timeout): retry
     cost_eur : float (A, n, k)        fee + FX cost of that attempt in EUR (the catalogue's fee rule)
+    reason : int8 (A, n, k)           decline reason (position in REASONS; NO_REASON when approved)
+    latency_ms : float32 (A, n, k)
     amount_eur : float (n,);  minutes : float (n,) since ``start``;  segments : object (n,)
     """
 
@@ -41,6 +49,8 @@ class Stream:
     status: np.ndarray
     soft: np.ndarray
     cost_eur: np.ndarray
+    reason: np.ndarray
+    latency_ms: np.ndarray
     amount_eur: np.ndarray
     minutes: np.ndarray
     segments: np.ndarray
@@ -79,6 +89,8 @@ def build_stream(world, n: int, start: dt.datetime, days: float, seed: int, max_
     status = np.full((max_attempts, n, k), DECLINED, dtype=np.int8)
     soft = np.zeros((max_attempts, n, k), dtype=bool)
     cost = np.zeros((max_attempts, n, k))
+    reason = np.full((max_attempts, n, k), NO_REASON, dtype=np.int8)
+    latency = np.zeros((max_attempts, n, k), dtype=np.float32)
     for j, psp in enumerate(world.psps):
         rows = np.flatnonzero(eligible[:, j])
         if len(rows) == 0:
@@ -90,7 +102,9 @@ def build_stream(world, n: int, start: dt.datetime, days: float, seed: int, max_
             status[a, rows, j] = outcome["status"].map(_STATUS_CODE).to_numpy(dtype=np.int8)
             soft[a, rows, j] = (outcome["decline_class"] == "soft").to_numpy()
             cost[a, rows, j] = (outcome["fee_eur"] + outcome["fx_cost_eur"]).to_numpy(dtype=float)
+            reason[a, rows, j] = outcome["decline_reason"].map(_REASON_CODE).fillna(NO_REASON).to_numpy(dtype=np.int8)
+            latency[a, rows, j] = outcome["latency_ms"].to_numpy(dtype=np.float32)
     minutes = ((transactions["timestamp"] - pd.Timestamp(start)).dt.total_seconds() / 60.0).to_numpy()
     priorities = np.array([world.catalog.by_name[name].static_priority for name in world.psps])
-    return Stream(transactions, tuple(world.psps), priorities, eligible, approval, status, soft, cost,
-                  encoded.amount_eur, minutes, segment_keys(transactions), start)
+    return Stream(transactions, tuple(world.psps), priorities, eligible, approval, status, soft, cost, reason,
+                  latency, encoded.amount_eur, minutes, segment_keys(transactions), start)

@@ -89,7 +89,8 @@ def _tiny_stream(status: np.ndarray, soft: np.ndarray) -> Stream:
     n = status.shape[1]
     transactions = pd.DataFrame({"country": ["DE"] * n, "payment_method": ["card"] * n})
     return Stream(transactions, ("a", "b", "c"), np.arange(3), np.ones((n, 3), bool), np.full((n, 3), 0.5),
-                  status.astype(np.int8), soft, np.ones(status.shape), np.full(n, 100.0), np.zeros(n),
+                  status.astype(np.int8), soft, np.ones(status.shape), np.full(status.shape, -1, np.int8),
+                  np.ones(status.shape, np.float32), np.full(n, 100.0), np.zeros(n),
                   np.array(["DE|card|visa"] * n, dtype=object), dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
 
 
@@ -141,7 +142,9 @@ def _batch(n: int, minutes: float = 0.0) -> DecisionBatch:
 
 
 def _feedback(psp: int, approved: bool, n: int) -> AttemptFeedback:
-    return AttemptFeedback(np.arange(n), np.full(n, psp), np.ones(n, int), np.full(n, approved), np.ones(n, bool))
+    status = np.full(n, APPROVED if approved else DECLINED)
+    return AttemptFeedback(np.arange(n), np.full(n, psp), np.ones(n, int), np.full(n, approved), np.ones(n, bool),
+                           status, np.full(n, -1), np.ones(n))
 
 
 @pytest.mark.parametrize("policy_cls", [SuccessRateRouting, DiscountedThompson])
