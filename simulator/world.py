@@ -267,8 +267,10 @@ class World:
 
     def encode(self, transactions: pd.DataFrame) -> Encoded:
         """Codes and the per-transaction (PSP-independent) fraud and customer decline probabilities."""
-        frame = transactions
-        n = len(frame)
+        n = len(transactions)
+        optional = {"issuer_country": None, "card_network": None, "card_type": None, "first_deposit": False,
+                    "three_ds": False}
+        frame = transactions.assign(**{k: v for k, v in optional.items() if k not in transactions})
         country = _lookup(frame["country"], self.countries, len(self.countries))
         issuer_country = frame["issuer_country"].where(frame["issuer_country"].notna(), frame["country"])
         card_country = _lookup(issuer_country, self.countries, len(self.countries))
