@@ -113,16 +113,17 @@ class Dispatcher:
         self._restore_deposits()
 
     # ------------------------------------------------------------------ public
-    def dispatch(self, transaction: Transaction) -> DispatchResult:
-        """Route one payment. A repeat of a transaction already dispatched returns the first result."""
+    def dispatch(self, transaction: Transaction, ranking: Ranking | None = None) -> DispatchResult:
+        """Route one payment (``ranking``: a decision already obtained for it, e.g. from a batch).
+        A repeat of a transaction already dispatched returns the first result."""
         with self._guard:
             lock = self._locks.setdefault(transaction.id, threading.Lock())
         with lock:
             if transaction.id not in self._done:
-                self._done[transaction.id] = self._dispatch(transaction)
+                self._done[transaction.id] = self._dispatch(transaction, ranking)
             return self._done[transaction.id]
 
-    def _dispatch(self, transaction: Transaction) -> DispatchResult:
+    def _dispatch(self, transaction: Transaction, ranking: Ranking | None) -> DispatchResult:
         state = self.journal.recovered.get(transaction.id)
         if state is not None and state.final is not None:
             return DispatchResult(transaction.id, state.final["status"], state.final.get("psp"), stop="journal")
@@ -130,11 +131,32 @@ class Dispatcher:
         resume = self._recover(transaction, state, result) if state is not None else None
         if result.stop:  # recovery settled it
             return self._finish(transaction, result)
-        return self._run(transaction, result, resume)
+        return self._run(transaction, result, resume, ranking)
 
-    def dispatch_many(self, transactions: Iterable[Transaction], workers: int = 16) -> list[DispatchResult]:
+    def dispatch_many(self, transactions: Iterable[Transaction], workers: int = 16,
+                      batch_size: int = 64) -> list[DispatchResult]:
+        """Dispatch concurrently; deposits are ranked a batch at a time when the source can
+        (``rank_many``), at most about two batches ahead of the workers."""
+        rank_many = getattr(self.ranking, "rank_many", None)
+        ahead = threading.BoundedSemaphore(2 * batch_size + workers)
+        items = list(transactions)
+        futures = []
+
+        def run(transaction: Transaction, ranking: Ranking | None) -> DispatchResult:
+            try:
+                return self.dispatch(transaction, ranking)
+            finally:
+                ahead.release()
+
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dispatch") as pool:
-            return list(pool.map(self.dispatch, transactions))
+            for start in range(0, len(items), batch_size):
+                chunk = items[start:start + batch_size]
+                deposits = [t for t in chunk if operation_of(t) == "payments" and t.id not in self._done]
+                rankings = dict(zip((t.id for t in deposits), rank_many(deposits))) if rank_many and deposits else {}
+                for transaction in chunk:
+                    ahead.acquire()
+                    futures.append(pool.submit(run, transaction, rankings.get(transaction.id)))
+            return [future.result() for future in futures]
 
     def resolve_pending(self) -> dict[str, str]:
         """Inquire again about every pending payment; returns the new status of each one settled."""
@@ -154,15 +176,17 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ the loop
     def _run(self, transaction: Transaction, result: DispatchResult,
-             resume: tuple[int, set[str], bool] | None) -> DispatchResult:
+             resume: tuple[int, set[str], bool] | None, ranking: Ranking | None = None) -> DispatchResult:
         deadline = self.clock() + self.policy.time_budget_s
         next_attempt, tried, declined_before = resume or (1, set(), False)
         operation = operation_of(transaction)
         is_card_deposit = operation == "payments" and transaction.card_fingerprint is not None
-        if is_card_deposit and next_attempt == 1 and self.limits.card_blocked(transaction.card_fingerprint):
-            result.status, result.stop = FINAL_BLOCKED, "card_hard_declined_before"
+        if is_card_deposit and next_attempt == 1 and self.limits.card_blocked(transaction.card_fingerprint,
+                                                                   transaction.timestamp):
+            result.status, result.stop = FINAL_BLOCKED, "card_reported_lost_stolen_or_pickup"
             return self._finish(transaction, result)
-        ranking = self._ranking(transaction, operation)
+        if ranking is None or operation == "payouts":
+            ranking = self._ranking(transaction, operation)
         result.ranking_source = ranking.source
         reserved = 0  # the attempt number a scheme reattempt was reserved for
         payload_txn = transaction.model_dump(mode="json")
@@ -250,8 +274,8 @@ class Dispatcher:
                 answer: ConnectorResult, inquiries: int, latency_ms: float, ranking: Ranking | None) -> AttemptRecord:
         """Classify, journal the result with its outcome, then buffer the outcome for /feedback."""
         classified = self.codes.classify(psp, answer.decline_code) if answer.kind == DECLINED else None
-        if classified is not None and classified.decline_class == DeclineClass.hard:
-            self.limits.record_hard_decline(transaction.card_fingerprint, transaction.timestamp)
+        if classified is not None and operation_of(transaction) == "payments":
+            self.limits.record_decline(transaction.card_fingerprint, classified.reason, transaction.timestamp)
         if answer.kind == APPROVED and transaction.type == TransactionType.deposit:
             self.deposits.record(transaction.customer_id, transaction.payment_method.value, psp)
         outcome = self._outcome(transaction, psp, attempt, answer, classified, latency_ms, ranking)

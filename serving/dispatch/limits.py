@@ -10,6 +10,11 @@ PSP): the schemes count them per card, whoever the acquirer. Defaults are the pu
   Processing Excellence program, "Excessive Authorization Attempts"; 30-day cap from 2024), and no
   reattempt after a merchant-advice-code 03/21 "do not try again" (the hard class here).
 
+Within a transaction a hard decline always ends it (the dispatcher). Across transactions, a card whose
+issuer said it is dead — lost, stolen, pick up (Visa category 1) — is refused outright for
+``block_days``; the other hard reasons (suspected fraud, restricted) are Visa category 2 and only end
+the transaction.
+
 Windows use the transaction's timestamp. A reattempt is refused if the cap is already reached in the
 window *centred* on it (``(at - W, at + W)``): conservative, and it keeps every sliding window within
 the cap even when concurrent transactions arrive slightly out of order.
@@ -21,6 +26,8 @@ import datetime as dt
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
+
+from payroute.contracts import DeclineReason
 
 
 @dataclass(frozen=True)
@@ -35,12 +42,18 @@ DEFAULT_CAPS: dict[str, tuple[ReattemptCap, ...]] = {
 }
 
 
+CARD_DEAD_REASONS: frozenset[DeclineReason] = frozenset(
+    {DeclineReason.lost_card, DeclineReason.stolen_card, DeclineReason.pickup_card}
+)
+
+
 @dataclass
 class ReattemptLimits:
-    """Thread-safe book of reattempts and hard declines per card fingerprint."""
+    """Thread-safe book of reattempts and card-dead declines per card fingerprint."""
 
     caps: dict[str, tuple[ReattemptCap, ...]] = field(default_factory=lambda: dict(DEFAULT_CAPS))
-    block_card_after_hard_decline: bool = True
+    block_reasons: frozenset[DeclineReason] = CARD_DEAD_REASONS
+    block_days: float = 30.0
     reattempts: dict[str, list[dt.datetime]] = field(default_factory=lambda: defaultdict(list))
     hard_declined: dict[str, dt.datetime] = field(default_factory=dict)
     refused: int = 0
@@ -48,15 +61,19 @@ class ReattemptLimits:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
 
-    def card_blocked(self, fingerprint: str | None) -> bool:
-        """True once the card had a hard decline (any transaction) and blocking is on."""
-        if fingerprint is None or not self.block_card_after_hard_decline:
+    def card_blocked(self, fingerprint: str | None, at: dt.datetime) -> bool:
+        """True within ``block_days`` of a card-dead decline of this card (any transaction)."""
+        if fingerprint is None:
             return False
         with self._lock:
-            return fingerprint in self.hard_declined
+            return self._blocked(fingerprint, at)
 
-    def record_hard_decline(self, fingerprint: str | None, at: dt.datetime) -> None:
-        if fingerprint is not None:
+    def _blocked(self, fingerprint: str, at: dt.datetime) -> bool:
+        since = self.hard_declined.get(fingerprint)
+        return since is not None and abs(at - since) < dt.timedelta(days=self.block_days)
+
+    def record_decline(self, fingerprint: str | None, reason: DeclineReason | None, at: dt.datetime) -> None:
+        if fingerprint is not None and reason in self.block_reasons:
             with self._lock:
                 self.hard_declined.setdefault(fingerprint, at)
 
@@ -65,7 +82,7 @@ class ReattemptLimits:
         if fingerprint is None:
             return True
         with self._lock:
-            if self.block_card_after_hard_decline and fingerprint in self.hard_declined:
+            if self._blocked(fingerprint, at):
                 self.refused += 1
                 return False
             history = self.reattempts[fingerprint]

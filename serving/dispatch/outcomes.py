@@ -56,14 +56,28 @@ class MemorySink:
 
 
 class ClientSink:
-    """``/feedback`` through the scoring service's client (``feedback(dict)``); errors classified."""
+    """``/feedback`` through the scoring service's client (``feedback(dict)``); errors classified.
+
+    If the service refuses only the ``decision_id`` it issued, the outcome is re-sent without it: it is
+    then recorded (not learned from) rather than lost. Such re-sends are counted.
+    """
 
     def __init__(self, client: Any) -> None:
         self.client = client
+        self.decision_dropped = 0
 
     def send(self, outcome: dict[str, Any]) -> None:
+        body = {k: v for k, v in outcome.items() if k != "decision_id"}
+        decision_id = outcome.get("decision_id")
         try:
-            self.client.feedback(outcome)
+            try:
+                self.client.feedback(body, decision_id=decision_id)
+            except Exception as error:
+                rows = getattr(error, "errors", None) or []
+                if decision_id is None or not rows or any(r.get("field") != "decision_id" for r in rows):
+                    raise
+                self.decision_dropped += 1
+                self.client.feedback(body, decision_id=None)
         except Exception as error:  # the client's own error types: classify by HTTP status if present
             status = getattr(getattr(error, "response", None), "status_code", None) or getattr(error, "status_code", None)
             if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):

@@ -9,6 +9,8 @@ with the closed-loop rule first.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,29 +43,59 @@ class StaticRanking:
         return Ranking(tuple(p for p in self.catalog.static_order if p in eligible), None, None, "static")
 
 
-class ServiceRanking:
-    """The scoring service's ``/rank`` through its client (``rank(transaction) -> dict``)."""
+def _field(answer: Any, name: str) -> Any:
+    return answer.get(name) if isinstance(answer, dict) else getattr(answer, name, None)
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
+
+def ranking_from_answer(answer: Any) -> Ranking:
+    """A service answer (``RankResponse`` or its JSON dict) as a :class:`Ranking`."""
+    psps = tuple(str(_field(entry, "psp")) for entry in _field(answer, "ranking"))
+    return Ranking(psps, _field(answer, "decision_id"), _field(answer, "propensity"), "service")
+
+
+class ServiceRanking:
+    """The scoring service's ``/rank`` and ``/rank_batch`` through its client
+    (``payroute.serving.client.ScoringClient``, built with a tight timeout)."""
+
+    def __init__(self, client: Any, batch_size: int = 100) -> None:
+        self.client, self.batch_size = client, batch_size
 
     def rank(self, transaction: Transaction) -> Ranking:
-        answer = self.client.rank(transaction)
-        entries = answer["ranking"]
-        psps = tuple(entry["psp"] if isinstance(entry, dict) else str(entry) for entry in entries)
-        return Ranking(psps, answer.get("decision_id"), answer.get("propensity"), "service")
+        return ranking_from_answer(self.client.rank(transaction))
+
+    def rank_many(self, transactions: list[Transaction]) -> list[Ranking]:
+        answers = self.client.rank_batch(transactions)
+        if len(answers) != len(transactions):
+            raise ValueError("rank_batch answered a different number of decisions")
+        return [ranking_from_answer(answer) for answer in answers]
 
 
 class FallbackRanking:
-    """``primary`` if it answers with at least one usable PSP, else ``fallback``; fallbacks counted."""
+    """``primary`` if it answers with at least one usable PSP, else ``fallback``; fallbacks counted.
 
-    def __init__(self, primary: RankingSource | None, fallback: RankingSource, known: set[str] | None = None) -> None:
+    After a primary failure the primary is not asked again for ``retry_after_s`` (a slow service would
+    otherwise cost its timeout on every payment).
+    """
+
+    def __init__(self, primary: RankingSource | None, fallback: RankingSource, known: set[str] | None = None,
+                 retry_after_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.primary, self.fallback, self.known = primary, fallback, known
+        self.retry_after_s, self.clock = retry_after_s, clock
         self.fallbacks = self.served = 0
+        self._failed_at: float | None = None
         self._lock = threading.Lock()
 
+    def _primary_usable(self) -> bool:
+        with self._lock:
+            return self.primary is not None and (
+                self._failed_at is None or self.clock() - self._failed_at >= self.retry_after_s)
+
+    def _failed(self) -> None:
+        with self._lock:
+            self._failed_at = self.clock()
+
     def rank(self, transaction: Transaction) -> Ranking:
-        if self.primary is not None:
+        if self._primary_usable():
             try:
                 ranking = self.primary.rank(transaction)
                 psps = tuple(p for p in ranking.psps if self.known is None or p in self.known)
@@ -72,10 +104,34 @@ class FallbackRanking:
                         self.served += 1
                     return Ranking(psps, ranking.decision_id, ranking.propensity, ranking.source)
             except Exception:  # slow, down, or malformed: the static order takes over
-                pass
+                self._failed()
         with self._lock:
             self.fallbacks += 1
         return self.fallback.rank(transaction)
+
+    def rank_many(self, transactions: list[Transaction]) -> list[Ranking]:
+        """One batch call to the primary when it has ``rank_many``; per transaction fallback otherwise."""
+        batch = getattr(self.primary, "rank_many", None)
+        if batch is None:
+            return [self.rank(t) for t in transactions]
+        rankings: list[Ranking | None] = [None] * len(transactions)
+        if self._primary_usable():
+            try:
+                rankings = list(batch(transactions))
+            except Exception:
+                self._failed()
+        out = []
+        for transaction, ranking in zip(transactions, rankings):
+            psps = tuple(p for p in ranking.psps if self.known is None or p in self.known) if ranking else ()
+            if psps:
+                with self._lock:
+                    self.served += 1
+                out.append(Ranking(psps, ranking.decision_id, ranking.propensity, ranking.source))
+            else:
+                with self._lock:
+                    self.fallbacks += 1
+                out.append(self.fallback.rank(transaction))
+        return out
 
 
 class DepositBook:

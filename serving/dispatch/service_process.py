@@ -1,0 +1,71 @@
+"""Run the real scoring service (``payroute serve``) as a child process: start, wait ready, kill, restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServiceProcess:
+    """``payroute serve`` on 127.0.0.1 with its own state folder; degraded (static) without a champion."""
+
+    def __init__(self, state_dir: str | Path, models_dir: str | Path | None = None, port: int | None = None) -> None:
+        self.state_dir = Path(state_dir)
+        self.models_dir = Path(models_dir) if models_dir else self.state_dir / "models"
+        self.port = port or free_port()
+        self.process: subprocess.Popen | None = None
+        self.log_path = self.state_dir / "service.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_key(self) -> str | None:
+        path = self.state_dir / "api_key"
+        return path.read_text().strip() if path.exists() else None
+
+    @property
+    def outcomes_path(self) -> Path:
+        return self.state_dir / "outcomes.sqlite"
+
+    def start(self, timeout_s: float = 60.0) -> "ServiceProcess":
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "payroute.cli", "serve", "--port", str(self.port), "--no-train",
+                   "--state-dir", str(self.state_dir), "--models-dir", str(self.models_dir)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PAYROUTE_API_KEYS")}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"scoring service exited early; see {self.log_path}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.kill()
+        raise RuntimeError(f"scoring service not ready in {timeout_s}s; see {self.log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL the service's process group (it was started in its own session)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
