@@ -13,7 +13,6 @@ Two SQLite files in WAL mode, so a slow outcome fsync never blocks ranking:
 
 from __future__ import annotations
 
-import queue
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -177,14 +176,14 @@ class DecisionRecord:
     issued_at: float
 
 
-_FLUSH = object()
-_STOP = object()
-
-
 class DecisionLog:
-    """Decisions issued, with an in-memory cache of recent ones and a group-committing writer thread."""
+    """Decisions issued, with an in-memory cache of recent ones and a group-committing writer thread.
 
-    def __init__(self, path: str | Path, *, cache_size: int = 200_000, batch_size: int = 2_000) -> None:
+    The writer wakes every ``flush_interval`` seconds (not per decision), so ranking threads rarely
+    hand the GIL to it; :meth:`flush` forces a write and waits for it.
+    """
+
+    def __init__(self, path: str | Path, *, cache_size: int = 200_000, flush_interval: float = 0.05) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = _connect(self.path, "NORMAL")
@@ -193,18 +192,25 @@ class DecisionLog:
         self._reader_lock = threading.Lock()
         self._cache: OrderedDict[str, DecisionRecord] = OrderedDict()
         self._cache_size = cache_size
-        self._batch_size = batch_size
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending: list[DecisionRecord] = []
+        self._pending_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._written = threading.Condition()
+        self._generation = 0
+        self._stopping = False
+        self._flush_interval = flush_interval
         self._thread = threading.Thread(target=self._run, name="payroute-decision-log", daemon=True)
         self._thread.start()
 
     def record(self, records: Sequence[DecisionRecord]) -> None:
-        """Remember and enqueue for writing; never blocks on disk."""
+        """Remember and queue for writing; never blocks on disk."""
+        cache = self._cache
         for record in records:
-            self._cache[record.decision_id] = record
-            self._queue.put(record)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+            cache[record.decision_id] = record
+        with self._pending_lock:
+            self._pending.extend(records)
+        while len(cache) > self._cache_size:
+            cache.popitem(last=False)
 
     def lookup(self, decision_id: str) -> DecisionRecord | None:
         """The decision from memory, else from disk (after a restart); None if never issued."""
@@ -221,38 +227,34 @@ class DecisionLog:
 
     def flush(self, timeout: float = 10.0) -> None:
         """Block until everything recorded so far is committed."""
-        done = threading.Event()
-        self._queue.put((_FLUSH, done))
-        done.wait(timeout)
+        with self._written:
+            target = self._generation + 2  # the write in progress may have missed our records
+            self._wake.set()
+            self._written.wait_for(lambda: self._generation >= target or self._stopping, timeout)
 
     def close(self) -> None:
-        self._queue.put(_STOP)
+        self._stopping = True
+        self._wake.set()
         self._thread.join(timeout=10)
         self._writer.close()
         self._reader.close()
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            batch, waiters, stop = [], [], False
-            while True:
-                if item is _STOP:
-                    stop = True
-                elif isinstance(item, tuple):
-                    waiters.append(item[1])
-                else:
-                    batch.append(item)
-                if stop or len(batch) >= self._batch_size:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
+            self._wake.wait(self._flush_interval)
+            self._wake.clear()
+            with self._pending_lock:
+                batch, self._pending = self._pending, []
             if batch:
                 self._write(batch)
-            for waiter in waiters:
-                waiter.set()
-            if stop:
+            with self._written:
+                self._generation += 1
+                self._written.notify_all()
+            if self._stopping:
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                if batch:
+                    self._write(batch)
                 return
 
     def _write(self, batch: list[DecisionRecord]) -> None:

@@ -95,12 +95,43 @@ class ModelSlot:
         self._current = (bundle, fingerprint)
 
 
+class ColumnEncoder:
+    """Maps the feature store's float matrix straight to the bundle's input matrix (no pandas per request).
+
+    Same result as ``encode_features(store.features(...), bundle.layout)`` (a parity test holds them
+    together): columns reordered to the bundle's feature list, categorical codes of the store's fixed
+    vocabulary translated to the bundle's level indices (NaN for levels the model never saw).
+    """
+
+    def __init__(self, store_names: Sequence[str], store_categories: dict[str, Sequence[str]], bundle: ModelBundle) -> None:
+        position = {name: j for j, name in enumerate(store_names)}
+        missing = [name for name in bundle.feature_names if name not in position]
+        if missing:
+            raise KeyError(f"feature store lacks model feature(s) {', '.join(missing)}")
+        self.columns = np.array([position[name] for name in bundle.feature_names], dtype=np.intp)
+        self.recode: dict[int, np.ndarray] = {}
+        for j, name in enumerate(bundle.feature_names):
+            if name in bundle.categorical_features:
+                levels = {level: k for k, level in enumerate(bundle.layout.categorical_levels[name])}
+                vocabulary = store_categories[name]
+                self.recode[j] = np.array([levels.get(str(v), np.nan) for v in vocabulary] + [np.nan], dtype=np.float64)
+
+    def encode(self, store_matrix: np.ndarray) -> np.ndarray:
+        matrix = store_matrix[:, self.columns]
+        for j, table in self.recode.items():
+            codes = matrix[:, j]
+            index = np.where(np.isnan(codes), len(table) - 1, codes).astype(np.intp)
+            matrix[:, j] = table[np.clip(index, 0, len(table) - 1)]
+        return matrix
+
+
 class BundlePredictor:
     """``ApprovalPredictor`` over the slot's current bundle and the online feature store."""
 
     def __init__(self, slot: ModelSlot, feature_store: Any) -> None:
         self.slot = slot
         self.feature_store = feature_store
+        self._encoder: tuple[Any, Any, ColumnEncoder] | None = None
 
     @property
     def version(self) -> str:
@@ -116,12 +147,23 @@ class BundlePredictor:
         previous_decline_class: DeclineClass | None = None,
     ) -> np.ndarray:
         bundle = self.slot.bundle  # read once: one request, one model
-        if bundle is None:
+        store = self.feature_store
+        if bundle is None or store is None:
             raise NoModelError("no champion loaded")
-        frame = self.feature_store.features(
+        store_matrix, names = store.features_array(
             transaction, list(psps), attempt=attempt, previous_decline_class=previous_decline_class
         )
-        probability = np.asarray(bundle.predict_approval(frame), dtype=np.float64)
+        matrix = self._encoder_for(bundle, store, names).encode(store_matrix)
+        raw = bundle.approval_booster.predict(matrix, num_threads=1)  # tiny matrices: threads cost more
+        probability = np.asarray(bundle.calibrator.apply(raw), dtype=np.float64)
         if probability.shape != (len(psps),) or not np.all(np.isfinite(probability)):
             raise ValueError("model returned an unusable probability vector")
         return probability
+
+    def _encoder_for(self, bundle: ModelBundle, store: Any, names: Sequence[str]) -> ColumnEncoder:
+        cached = self._encoder
+        if cached is None or cached[0] is not bundle or cached[1] is not store:
+            categories = store.spec.categories(store.catalog.psp_names)
+            cached = (bundle, store, ColumnEncoder(names, categories, bundle))
+            self._encoder = cached
+        return cached[2]

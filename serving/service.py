@@ -40,7 +40,7 @@ from payroute.serving.schemas import (
 from payroute.serving.settings import ServiceSettings, max_concurrency
 from payroute.serving.state import ScoringCore
 
-logger = logging.getLogger("payroute.serving")
+logger = logging.getLogger("bentoml.payroute")
 
 REQUEST_TIMEOUT_S = 10
 

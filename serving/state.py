@@ -27,7 +27,7 @@ from payroute.serving.metrics import ServiceMetrics
 from payroute.serving.predictor import BundlePredictor, ModelSlot
 from payroute.serving.static_order import static_decision
 
-logger = logging.getLogger("payroute.serving")
+logger = logging.getLogger("bentoml.payroute")
 
 SNAPSHOTS_DIR = "snapshots"
 SNAPSHOTS_KEPT = 3
@@ -60,7 +60,8 @@ def degraded_cause(decision: Any) -> str:
 def make_feature_store(catalog: Catalog) -> Any | None:
     try:
         from payroute.features import OnlineFeatureStore
-    except ImportError:
+    except ImportError as error:  # fail-open, but loudly: ranking degrades to the static order
+        logger.error("online feature store unavailable (%s): ranking will be degraded", error)
         return None
     return OnlineFeatureStore(catalog)
 
@@ -68,7 +69,8 @@ def make_feature_store(catalog: Catalog) -> Any | None:
 def make_router(catalog: Catalog, predictor: Any, seed: int) -> Any | None:
     try:
         from payroute.serving.routing import Router
-    except ImportError:
+    except ImportError as error:
+        logger.error("routing engine unavailable (%s): ranking will be degraded", error)
         return None
     return Router(catalog, predictor, seed=seed)
 
@@ -158,10 +160,12 @@ class ScoringCore:
             return False
         transaction = Transaction.model_validate_json(record.transaction_json)
         try:
-            if self.features is not None:
-                self.features.update(record.outcome, transaction)
+            # Bandit first: on replay (decision memory gone) its baseline is then predicted from the
+            # features as they were before this outcome, as at decision time.
             if self.router is not None:
                 self.router.observe(record.outcome, transaction, decision_id=router_decision_id(record.decision_id))
+            if self.features is not None:
+                self.features.update(record.outcome, transaction)
         except Exception:
             logger.exception("learning from outcome %s failed", sequence)
             self.metrics.learn_errors.inc()
