@@ -128,10 +128,10 @@ class SandboxPsp:
         return 200, body, fault
 
     def _repeat(self, known: KeyRecord, params_hash: str) -> tuple[int, dict, None]:
-        if known.params_hash != params_hash:
-            return 422, _error("idempotency_key_reused", "idempotency key already used with other parameters"), None
         if known.state == "cancelled":
             return 409, {**_error("cancelled", "key was cancelled before it was processed"), "processed": False}, None
+        if known.params_hash != params_hash:
+            return 422, _error("idempotency_key_reused", "idempotency key already used with other parameters"), None
         if known.state == "processing":
             return 409, _error("in_progress", "a request with this key is being processed"), None
         return 200, dict(known.body), None
