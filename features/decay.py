@@ -8,7 +8,7 @@ seconds since :data:`EPOCH` (float64) for the decay arithmetic.
 * Online, a key's state is ``[reference time, value_1 .. value_C]``: the values decayed to the
   reference time. :func:`fold` adds one event (in or out of order: decay is order-free),
   :func:`read` decays the values to the reading time.
-* Offline, :func:`decayed_sums_before` answers many ``(key, cutoff)`` queries at once by one sorted
+* Offline, :func:`decayed_sums_at_queries` answers many ``(key, cutoff)`` queries at once by one sorted
   scan: per key, a cumulative sum of ``w · exp(λ (s − block start))`` inside fixed time blocks of
   ``BLOCK_UNITS / λ`` seconds, plus the previous block's total decayed by ``exp(−BLOCK_UNITS)``.
   Blocks keep the exponentials finite (no overflow however long the history); events two or more
@@ -89,50 +89,112 @@ def read(states: np.ndarray, at_s: float, rates: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
-def scan_order(keys: np.ndarray, times_us: np.ndarray, is_event: np.ndarray) -> np.ndarray:
-    """Order rows by key, then time, with queries before events at equal times (strictly before)."""
-    return np.lexsort((is_event, times_us, keys))
+def grouped_cumsum(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
+    """Cumulative sums of ``values`` (rows, C) restarting at each group (pandas' Cython kernel).
 
-
-def decayed_sums_before(
-    keys: np.ndarray,
-    times_us: np.ndarray,
-    weights: np.ndarray,
-    half_lives: np.ndarray,
-    order: np.ndarray,
-) -> np.ndarray:
-    """For every row, the decayed sums (at that row's time) of the weights of rows sorted before it
-    with the same key.
-
-    ``keys``, ``times_us``: (n,) rows of events and queries; ``weights``: (n, C), zero on query rows;
-    ``half_lives``: (C,) seconds; ``order``: :func:`scan_order` of the rows. Returns (n, C) in the
-    original row order.
+    A global cumsum minus each group's offset would lose the small groups' precision next to big ones.
     """
-    sorted_keys = keys[order]
-    seconds = times_us[order] / US_PER_S
-    result = np.empty(weights.shape, dtype=float)
-    key_change = np.empty(len(order), dtype=bool)
+    try:
+        from pandas._libs.groupby import group_cumsum
+
+        out = np.empty(values.shape)
+        group_cumsum(out, np.ascontiguousarray(values), group.astype(np.intp, copy=False), n_groups, False, True)
+        return out
+    except (ImportError, TypeError, ValueError):  # internal kernel moved: the public, slower route
+        return pd.DataFrame(values).groupby(group, sort=False).cumsum().to_numpy()
+
+
+class Timeline:
+    """Events and queries on one time axis, sorted by time once and shared by every key level.
+
+    ``event_us``: (n,) outcome timestamps; ``query_us``: (q,) query cutoffs, or None when every event
+    is also a query at its own timestamp (the training table: half the rows to scan). At equal
+    times queries sort before events, so an outcome stamped at a query's cutoff is not visible.
+    """
+
+    def __init__(self, event_us: np.ndarray, query_us: np.ndarray | None = None) -> None:
+        self.n_events = len(event_us)
+        self.self_queries = query_us is None
+        self.n_queries = self.n_events if query_us is None else len(query_us)
+        if query_us is None:
+            self.times_us = np.asarray(event_us, dtype=np.int64)
+            self.by_time = np.argsort(self.times_us, kind="stable")
+        else:
+            self.times_us = np.concatenate([event_us, query_us]).astype(np.int64)
+            is_event = np.concatenate([np.ones(self.n_events, np.int64), np.zeros(len(query_us), np.int64)])
+            self.by_time = np.argsort(self.times_us * 2 + is_event, kind="stable")
+
+
+def decayed_sums_at_queries(
+    timeline: Timeline, keys: np.ndarray, event_weights: np.ndarray, half_lives: np.ndarray
+) -> np.ndarray:
+    """For each query, the decayed sums at its cutoff of the weights of the events with the same key
+    stamped strictly before it.
+
+    ``keys``: int codes of the timeline's rows (events, then queries unless self-queried);
+    ``event_weights``: (n, C); ``half_lives``: (C,) seconds. Returns (q, C), column-major.
+    """
+    n = timeline.n_events
+    by_time_keys = keys[timeline.by_time]
+    narrow = np.uint16 if keys.max(initial=0) < 2**16 else np.int64  # uint16: numpy sorts by radix
+    within = np.argsort(by_time_keys.astype(narrow), kind="stable")
+    order = timeline.by_time[within]
+    sorted_keys = by_time_keys[within]
+    sorted_us = timeline.times_us[order]
+    seconds = sorted_us / US_PER_S
+    rows = len(order)
+    key_change = np.empty(rows, dtype=bool)
     key_change[:1] = True
     np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=key_change[1:])
+    if timeline.self_queries:
+        # An event's query sees the rows before its run of equal (key, timestamp).
+        event_rows = query_rows = np.arange(rows)
+        event_index = query_index = order
+        run_change = key_change.copy()
+        run_change[1:] |= sorted_us[1:] != sorted_us[:-1]
+        prefix = np.maximum.accumulate(np.where(run_change, np.arange(rows), 0)) - 1
+    else:
+        is_event = order < n
+        event_rows, query_rows = np.flatnonzero(is_event), np.flatnonzero(~is_event)
+        event_index, query_index = order[event_rows], order[query_rows] - n
+        prefix = query_rows  # a query row's own running sum holds exactly the events before it
+    result = np.empty((timeline.n_queries, len(half_lives)), order="F")
+    # Half-lives whose time blocks split the rows identically share one grouped cumulative sum.
+    plans: dict[bytes, tuple[np.ndarray, list]] = {}
     for half_life in np.unique(half_lives):
-        columns = np.flatnonzero(half_lives == half_life)
-        rate = float(decay_rate(half_life))
-        units = seconds * rate
+        units = seconds * float(decay_rate(half_life))
         block = np.floor(units / BLOCK_UNITS)
-        local = units - block * BLOCK_UNITS  # in [0, BLOCK_UNITS)
+        local = units - block * BLOCK_UNITS
         new_group = key_change.copy()
         new_group[1:] |= block[1:] != block[:-1]
+        entry = plans.setdefault(np.packbits(new_group).tobytes(), (new_group, []))
+        entry[1].append((np.flatnonzero(half_lives == half_life), block, local))
+    for new_group, members in plans.values():
         group = np.cumsum(new_group) - 1
-        scaled = weights[order][:, columns] * np.exp(local)[:, None]
-        partial = pd.DataFrame(scaled).groupby(group, sort=False).cumsum().to_numpy()
-        # Carry: the previous block's total for the same key, when that block is the adjacent one.
         starts = np.flatnonzero(new_group)
-        ends = np.append(starts[1:], len(order)) - 1
-        totals = partial[ends]
-        carry = np.zeros_like(totals)
-        adjacent = np.zeros(len(starts), dtype=bool)
-        adjacent[1:] = (~key_change[starts[1:]]) & (block[starts[1:]] == block[starts[:-1]] + 1)
-        carry[adjacent] = totals[np.flatnonzero(adjacent) - 1] * math.exp(-BLOCK_UNITS)
-        values = (partial + carry[group]) * np.exp(-local)[:, None]
-        result[np.ix_(order, columns)] = values
+        ends = np.append(starts[1:], rows) - 1
+        n_columns = sum(len(columns) for columns, _, _ in members)
+        scaled = np.zeros((rows, n_columns))
+        j = 0
+        for columns, _, local in members:
+            growth = np.exp(local[event_rows])
+            for column in columns:
+                scaled[event_rows, j] = event_weights[event_index, column] * growth
+                j += 1
+        partial = grouped_cumsum(scaled, group, len(starts))
+        query_group = group[query_rows]
+        has_prefix = prefix >= starts[query_group]
+        j = 0
+        for columns, block, local in members:
+            # Carry: the previous block's total for the same key, when that block is the adjacent one.
+            adjacent = np.zeros(len(starts), dtype=bool)
+            adjacent[1:] = (~key_change[starts[1:]]) & (block[starts[1:]] == block[starts[:-1]] + 1)
+            previous_end = ends[np.flatnonzero(adjacent) - 1]
+            decay = np.exp(-local[query_rows])
+            for column in columns:
+                carry = np.zeros(len(starts))
+                carry[adjacent] = partial[previous_end, j] * math.exp(-BLOCK_UNITS)
+                before = np.where(has_prefix, partial[np.maximum(prefix, 0), j], 0.0)
+                result[query_index, column] = (before + carry[query_group]) * decay
+                j += 1
     return result

@@ -16,105 +16,120 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from payroute.catalog import Catalog
-from payroute.features.decay import decay_rate, decayed_sums_before, delay_us, scan_order, series_to_us
+from payroute.features.decay import US_PER_S, Timeline, decay_rate, decayed_sums_at_queries, delay_us, series_to_us
 from payroute.features.derive import ShrinkagePlan
 from payroute.features.spec import COUNTERS, DEFAULT_SPEC, FeatureSpec
 from payroute.features.transforms import TRANSACTION_FIELDS, RequestContext, outcome_weights, request_features
 from payroute.history import History
 
 _CHUNK_ROWS = 250_000
+_TEXT_FIELDS = ("currency", "country", "payment_method", "card_network", "card_bin", "card_type",
+                "issuer_country", "vertical", "type")
 
 
-def _objects(series: pd.Series) -> np.ndarray:
-    """A column as an object array with None for missing values (the form both paths share)."""
-    if series.dtype == bool or pd.api.types.is_numeric_dtype(series.dtype):
-        return series.to_numpy()
-    return series.astype(object).where(series.notna(), None).to_numpy(dtype=object)
+def _categorical(series: pd.Series) -> pd.Series:
+    """Text as a pandas categorical: transforms then run once per distinct value, keys are codes."""
+    return series if isinstance(series.dtype, pd.CategoricalDtype) else series.astype("category")
 
 
 def attempt_rows(history: History) -> pd.DataFrame:
-    """Attempts joined with their transaction, sorted by time, with the previous attempt's decline
-    class of the same transaction."""
+    """Attempts joined with their transaction, sorted by time (then transaction, attempt), with the
+    previous attempt's decline class of the same transaction and ``timestamp_us``."""
     transactions = history.transactions[["id", *TRANSACTION_FIELDS]].rename(columns={"id": "transaction_id"})
+    transactions = transactions.assign(**{name: _categorical(transactions[name]) for name in _TEXT_FIELDS})
     attempts = history.attempts[
         ["transaction_id", "attempt", "psp", "timestamp", "status", "decline_class", "latency_ms", "propensity"]
     ]
+    attempts = attempts.assign(**{name: _categorical(attempts[name]) for name in ("psp", "status", "decline_class")})
     rows = attempts.merge(transactions, on="transaction_id", how="inner", validate="many_to_one")
-    rows = rows.sort_values(["transaction_id", "attempt"], kind="stable").reset_index(drop=True)
-    same_transaction = rows["transaction_id"].eq(rows["transaction_id"].shift())
-    previous = rows["decline_class"].shift()
-    rows["previous_decline_class"] = previous.where(same_transaction & previous.notna(), None)
     rows["timestamp_us"] = series_to_us(rows["timestamp"])
-    order = np.lexsort((rows["attempt"].to_numpy(), rows["transaction_id"].to_numpy(dtype=object).astype(str),
-                        rows["timestamp_us"].to_numpy()))
-    return rows.iloc[order].reset_index(drop=True)
+    rows = rows.sort_values(["timestamp_us", "transaction_id", "attempt"], kind="stable").reset_index(drop=True)
+    by_attempt = rows.sort_values(["transaction_id", "attempt"], kind="stable")
+    same_transaction = by_attempt["transaction_id"].eq(by_attempt["transaction_id"].shift()).to_numpy()
+    previous = by_attempt["decline_class"].shift()
+    previous[~same_transaction] = np.nan
+    rows["previous_decline_class"] = previous.reindex(rows.index)
+    return rows
 
 
-def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    names = (*TRANSACTION_FIELDS, "timestamp_us", "attempt", "previous_decline_class")
-    return {name: _objects(frame[name]) for name in names}
+def _columns(frame: pd.DataFrame) -> dict[str, object]:
+    """The columns ``request_features`` reads: text as categorical Series, numbers as arrays."""
+    columns: dict[str, object] = {name: frame[name] for name in (*_TEXT_FIELDS, "previous_decline_class")}
+    for name in ("amount", "three_ds", "first_deposit", "timestamp_us", "attempt"):
+        columns[name] = frame[name].to_numpy()
+    return columns
 
 
-def _level_codes(values: list[np.ndarray]) -> np.ndarray:
-    """One int64 code per distinct combination of the given columns (missing is its own value)."""
-    combined = np.zeros(len(values[0]), dtype=np.int64)
-    for column in values:
-        codes, uniques = pd.factorize(pd.Series(column, dtype=object), use_na_sentinel=True)
-        combined = combined * (len(uniques) + 1) + (codes + 1)
+def _codes(events: pd.Series | np.ndarray, queries: pd.Series | np.ndarray | None) -> np.ndarray:
+    """Joint integer codes of one field over events then queries (missing values get their own)."""
+    if queries is None:
+        codes, _ = pd.factorize(events, use_na_sentinel=True)
+        return codes.astype(np.int64) + 1
+    if isinstance(events, pd.Series) and isinstance(queries, pd.Series):
+        both = union_categoricals([pd.Categorical(events), pd.Categorical(queries)], ignore_order=True)
+        return both.codes.astype(np.int64) + 1
+    codes, _ = pd.factorize(np.concatenate([np.asarray(events), np.asarray(queries)]), use_na_sentinel=True)
+    return codes + 1
+
+
+def _level_keys(fields: list[np.ndarray]) -> np.ndarray:
+    """One compact int64 code per distinct combination of the fields' codes."""
+    combined = np.zeros(len(fields[0]), dtype=np.int64)
+    for codes in fields:
+        combined = combined * (int(codes.max(initial=0)) + 1) + codes
         combined, _ = pd.factorize(combined)
     return combined.astype(np.int64)
 
 
 def history_matrix(
     events: pd.DataFrame,
-    query_columns: dict[str, np.ndarray],
-    query_psp: np.ndarray,
+    queries: dict[str, object],
     query_us: np.ndarray,
-    query_bands: np.ndarray,
     context: RequestContext,
     reporting_delay: dt.timedelta,
 ) -> np.ndarray:
     """Raw decayed counters (queries, plan.raw_width) of every level, point in time.
 
-    ``events``: :func:`attempt_rows` (with ``amount_band``); the queries are given column-wise.
+    ``events``: :func:`attempt_rows` with ``amount_band``; ``queries``: the key fields of each query
+    (``psp``, ``amount_band`` and the transaction fields), ``query_us``: each query's time.
     """
     spec = context.spec
     plan = ShrinkagePlan(spec)
     delay = delay_us(reporting_delay)
-    n_events, n_queries = len(events), len(query_psp)
-    weights = outcome_weights(_objects(events["status"]), _objects(events["decline_class"]),
-                              events["latency_ms"].to_numpy(dtype=float))
-    times = np.concatenate([events["timestamp_us"].to_numpy(), query_us - delay])
-    is_event = np.concatenate([np.ones(n_events, bool), np.zeros(n_queries, bool)])
-    event_columns = {"psp": _objects(events["psp"]), "amount_band": events["amount_band"].to_numpy(),
-                     **{name: _objects(events[name]) for name in TRANSACTION_FIELDS}}
-    query_all = {**query_columns, "psp": query_psp, "amount_band": query_bands}
-    raw = np.empty((n_queries, plan.raw_width))
+    weights = outcome_weights(events["status"], events["decline_class"], events["latency_ms"].to_numpy(dtype=float))
+    self_queries = queries is events and delay == 0
+    timeline = Timeline(events["timestamp_us"].to_numpy(), None if self_queries else np.asarray(query_us) - delay)
+    field_codes: dict[str, np.ndarray] = {}
+    raw = np.empty((len(query_us), plan.raw_width), order="F")
     for level_name in spec.level_order:
         layout = spec.layouts.get(level_name)
         if not layout:
             continue
         fields = ("psp", *spec.level(level_name).fields)
-        keys = _level_codes([np.concatenate([event_columns[f], query_all[f]]) for f in fields])
+        for name in fields:
+            if name not in field_codes:
+                field_codes[name] = _codes(events[name], None if self_queries else queries[name])
+        keys = _level_keys([field_codes[name] for name in fields])
         half_lives = np.array([h for _, h in layout])
-        level_weights = np.zeros((n_events + n_queries, len(layout)))
-        level_weights[:n_events] = weights[:, [COUNTERS.index(counter) for counter, _ in layout]]
-        sums = decayed_sums_before(keys, times, level_weights, half_lives, scan_order(keys, times, is_event))
+        level_weights = weights[:, [COUNTERS.index(counter) for counter, _ in layout]]
+        sums = decayed_sums_at_queries(timeline, keys, level_weights, half_lives)
         start = plan.raw_offsets[(level_name, *layout[0])]
-        raw[:, start : start + len(layout)] = sums[n_events:] * np.exp(-decay_rate(half_lives) * delay / 1e6)
+        raw[:, start : start + len(layout)] = sums * np.exp(-decay_rate(half_lives) * delay / US_PER_S)
     return raw
 
 
 def _feature_matrix(raw: np.ndarray, request: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """Request features and history features side by side (rows, len(feature_names)), column-major."""
     plan = ShrinkagePlan(spec)
     n_request = request.shape[1]
-    out = np.empty((len(raw), len(spec.feature_names)))
+    out = np.empty((len(raw), len(spec.feature_names)), order="F")
     out[:, :n_request] = request
     for start in range(0, len(raw), _CHUNK_ROWS):
         rows = slice(start, start + _CHUNK_ROWS)
-        plan.history_features(raw[rows], out=out[rows, n_request:])
+        out[rows, n_request:] = plan.history_features(raw[rows])
     return out
 
 
@@ -130,7 +145,7 @@ def _frame(identity: dict[str, object], matrix: np.ndarray, context: RequestCont
             continue
         else:
             columns[name] = matrix[:, j]
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns, copy=False)
 
 
 def build_training_table(
@@ -141,18 +156,16 @@ def build_training_table(
     reporting_delay: dt.timedelta = dt.timedelta(0),
 ) -> pd.DataFrame:
     """One row per attempt: ``transaction_id, attempt, psp, timestamp, label`` (1 if approved) and
-    ``spec.feature_names``, each computed from outcomes stamped before ``timestamp − reporting_delay``.
-    Rows are sorted by timestamp (then transaction, attempt)."""
+    ``spec.feature_names``, each history feature computed from outcomes stamped strictly before
+    ``timestamp − reporting_delay``. Rows are sorted by timestamp (then transaction, attempt)."""
     context = RequestContext(catalog, spec)
     events = attempt_rows(history)
     columns = _columns(events)
-    psp = _objects(events["psp"])
-    request = request_features(columns, psp, context)
+    request = request_features(columns, events["psp"], context)
     events["amount_band"] = request[:, spec.numeric_request_features.index("amount_band")]
-    raw = history_matrix(events, columns, psp, events["timestamp_us"].to_numpy(), events["amount_band"].to_numpy(),
-                         context, reporting_delay)
+    raw = history_matrix(events, events, events["timestamp_us"].to_numpy(), context, reporting_delay)
     matrix = _feature_matrix(raw, request, spec)
-    del raw
+    del raw, request
     identity = {
         "transaction_id": events["transaction_id"].to_numpy(),
         "attempt": events["attempt"].to_numpy(),
@@ -171,30 +184,33 @@ def build_scoring_table(
 ) -> pd.DataFrame:
     """Counterfactual rows for evaluation: for each transaction's first attempt, one row per PSP the
     catalogue deems eligible, with the features that PSP would have had (attempt 1, no previous
-    decline). ``label`` is the outcome where that PSP was tried for the transaction (its first try;
-    NaN otherwise), ``tried_attempt`` which attempt that was, ``propensity`` as logged."""
+    decline, at the first attempt's time). ``label`` is the outcome where that PSP was tried for the
+    transaction (its first try there; NaN otherwise), ``tried_attempt`` which attempt that was,
+    ``propensity`` as logged."""
     context = RequestContext(catalog, spec)
     events = attempt_rows(history)
-    request_events = request_features(_columns(events), _objects(events["psp"]), context)
+    request_events = request_features(_columns(events), events["psp"], context)
     events["amount_band"] = request_events[:, spec.numeric_request_features.index("amount_band")]
-    first = events[events["attempt"] == events.groupby("transaction_id")["attempt"].transform("min")]
-    first = first.drop_duplicates("transaction_id").reset_index(drop=True)
+    del request_events
+    first = events.sort_values(["transaction_id", "attempt"], kind="stable").drop_duplicates("transaction_id")
+    first = first.sort_values(["timestamp_us", "transaction_id"], kind="stable").reset_index(drop=True)
     eligible, _ = catalog.eligibility_matrix(first[list(TRANSACTION_FIELDS)])
     row, column = np.nonzero(eligible)
     queries = first.iloc[row].reset_index(drop=True)
-    psp = np.asarray(catalog.psp_names, dtype=object)[column]
-    columns = _columns(queries)
-    columns["attempt"] = np.ones(len(queries), dtype=np.int64)
-    columns["previous_decline_class"] = np.full(len(queries), None, dtype=object)
-    request = request_features(columns, psp, context)
-    raw = history_matrix(events, columns, psp, queries["timestamp_us"].to_numpy(),
-                         request[:, spec.numeric_request_features.index("amount_band")], context, reporting_delay)
+    queries["psp"] = pd.Categorical.from_codes(column, categories=list(catalog.psp_names))
+    queries["attempt"] = 1
+    queries["previous_decline_class"] = pd.Series(np.full(len(queries), None, dtype=object))
+    request = request_features(_columns(queries), queries["psp"], context)
+    queries["amount_band"] = request[:, spec.numeric_request_features.index("amount_band")]
+    raw = history_matrix(events, queries, queries["timestamp_us"].to_numpy(), context, reporting_delay)
     matrix = _feature_matrix(raw, request, spec)
+    del raw, request
     tried = (events.sort_values("attempt", kind="stable")
              .drop_duplicates(["transaction_id", "psp"])
+             .astype({"psp": object})
              .set_index(["transaction_id", "psp"]))
-    index = pd.MultiIndex.from_arrays([queries["transaction_id"].to_numpy(), psp])
-    outcome = tried.reindex(index)
+    psp = np.asarray(catalog.psp_names, dtype=object)[column]
+    outcome = tried.reindex(pd.MultiIndex.from_arrays([queries["transaction_id"].to_numpy(), psp]))
     label = np.where(outcome["status"].isna(), np.nan, (outcome["status"] == "approved").astype(float))
     identity = {
         "transaction_id": queries["transaction_id"].to_numpy(),

@@ -182,11 +182,11 @@ class OnlineFeatureStore:
         at_us = _to_us(fields["timestamp"] if at is None else at)
         self._advance(at_us - self._delay_us)
         n = len(psps)
-        psp = np.array(psps, dtype=object)
-        columns = {name: np.full(n, fields.get(name), dtype=object) for name in TRANSACTION_FIELDS}
+        psp = list(psps)
+        columns: dict[str, Any] = {name: [fields.get(name)] * n for name in TRANSACTION_FIELDS}
         columns["timestamp_us"] = np.full(n, at_us, dtype=np.int64)
         columns["attempt"] = np.full(n, attempt)
-        columns["previous_decline_class"] = np.full(n, _plain(previous_decline_class), dtype=object)
+        columns["previous_decline_class"] = [_plain(previous_decline_class)] * n
         out = np.empty((n, len(self.spec.feature_names)))
         out[:, : self._n_request] = request_features(columns, psp, self._context)
         values = self._key_values(fields)

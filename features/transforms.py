@@ -9,9 +9,6 @@ store passes plain Python values (enum values as strings, money as float, times 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import cached_property
-
 import numpy as np
 import pandas as pd
 
@@ -38,94 +35,120 @@ TRANSACTION_FIELDS: tuple[str, ...] = (
 )
 
 
-def outcome_weights(status: np.ndarray, decline_class: np.ndarray, latency_ms: np.ndarray) -> np.ndarray:
+def _equals(values, target: str) -> np.ndarray:
+    if isinstance(values, pd.Series):
+        return (values == target).to_numpy(dtype=bool, na_value=False)
+    return np.asarray(values, dtype=object) == target
+
+
+def outcome_weights(status, decline_class, latency_ms) -> np.ndarray:
     """What each outcome adds to the counters, shape (n, len(COUNTERS)), columns in COUNTERS order.
 
     ``controllable`` (the PSP's approval denominator) = approved, soft-declined, error or timeout:
     a PSP is blamed only for what it controls; hard and customer declines count only in the mix.
     """
-    status = np.asarray(status, dtype=object)
-    decline_class = np.asarray(decline_class, dtype=object)
-    approved = status == AttemptStatus.approved.value
-    soft = decline_class == DeclineClass.soft.value
-    error_timeout = (status == AttemptStatus.error.value) | (status == AttemptStatus.timeout.value)
+    approved = _equals(status, AttemptStatus.approved.value)
+    soft = _equals(decline_class, DeclineClass.soft.value)
+    error_timeout = _equals(status, AttemptStatus.error.value) | _equals(status, AttemptStatus.timeout.value)
     columns = {
-        "attempts": np.ones(len(status)),
+        "attempts": np.ones(len(approved)),
         "controllable": approved | soft | error_timeout,
         "approved": approved,
         "soft": soft,
-        "hard": decline_class == DeclineClass.hard.value,
-        "customer": decline_class == DeclineClass.customer.value,
+        "hard": _equals(decline_class, DeclineClass.hard.value),
+        "customer": _equals(decline_class, DeclineClass.customer.value),
         "error_timeout": error_timeout,
         "latency_ms": np.asarray(latency_ms, dtype=float),
     }
-    return np.column_stack([np.asarray(columns[name], dtype=float) for name in COUNTERS])
+    weights = np.empty((len(approved), len(COUNTERS)), order="F")
+    for j, name in enumerate(COUNTERS):
+        weights[:, j] = columns[name]
+    return weights
 
 
-@dataclass(frozen=True)
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
 class RequestContext:
-    """Lookup tables for the request-time transforms, derived once from catalogue and spec."""
+    """The scalar rules of the request-time transforms, from catalogue and spec, with memo tables.
 
-    catalog: Catalog
-    spec: FeatureSpec
+    Each rule is a plain function of a few values; :func:`lookup` applies it per distinct
+    combination offline and per (memoised) row online, so both paths run the same rule.
+    """
 
-    @cached_property
-    def categories(self) -> dict[str, tuple[str, ...]]:
-        return self.spec.categories(self.catalog.psp_names)
+    def __init__(self, catalog: Catalog, spec: FeatureSpec) -> None:
+        self.catalog = catalog
+        self.spec = spec
+        self.categories = spec.categories(catalog.psp_names)
+        self.code_of = {name: {value: i for i, value in enumerate(values)} for name, values in self.categories.items()}
+        self._memo: dict[tuple, float] = {}
 
-    @cached_property
-    def code_of(self) -> dict[str, dict[str, int]]:
-        return {name: {value: i for i, value in enumerate(values)} for name, values in self.categories.items()}
+    def fx_rate(self, currency: str | None) -> float:
+        """Units of the currency per EUR at the catalogue's dated rates (NaN when unknown)."""
+        rate = None if _missing(currency) else self.catalog.fx_rates.get(currency)
+        return np.nan if rate is None else float(rate)
 
-    @cached_property
-    def fx_rate(self) -> dict[str, float]:
-        return {code: float(rate) for code, rate in self.catalog.fx_rates.items()}
+    def cross_border(self, psp: str, issuer_country: str | None, country: str | None) -> float:
+        """``Catalog.is_cross_border`` on the card's issuer country, else the customer's country."""
+        if psp not in self.catalog.by_name:
+            return np.nan
+        where = country if _missing(issuer_country) else issuer_country
+        return float(self.catalog.is_cross_border(psp, None if _missing(where) else where))
 
-    @cached_property
-    def cross_border(self) -> dict[tuple[str, str | None], float]:
-        """(psp, card-or-customer country) → 1.0 if cross-border, by ``Catalog.is_cross_border``."""
-        countries = [*self.catalog.countries, None]
-        return {
-            (psp, country): float(self.catalog.is_cross_border(psp, country))
-            for psp in self.catalog.psp_names
-            for country in countries
-        }
+    def needs_fx(self, psp: str, currency: str) -> float:
+        """``Catalog.needs_fx``: the PSP does not settle in the transaction currency."""
+        return np.nan if psp not in self.catalog.by_name else float(self.catalog.needs_fx(psp, currency))
 
-    @cached_property
-    def needs_fx(self) -> dict[tuple[str, str], float]:
-        """(psp, currency) → 1.0 if the PSP does not settle the currency, by ``Catalog.needs_fx``."""
-        return {
-            (psp, currency): float(self.catalog.needs_fx(psp, currency))
-            for psp in self.catalog.psp_names
-            for currency in self.catalog.fx_rates
-        }
+    def utc_offset_hours(self, country: str | None) -> float:
+        return UTC_OFFSET_HOURS.get(country, 0.0)
+
+    def code(self, name: str):
+        """The rule 'value → position in the categorical vocabulary of ``name``' (NaN if unknown)."""
+        index = self.code_of[name]
+        return lambda value: index.get(value, np.nan)
+
+    def memoised(self, rule, *values) -> float:
+        key = (rule, *values)
+        try:
+            return self._memo[key]
+        except KeyError:
+            result = self._memo[key] = rule(*values)
+            return result
 
 
-def encode(values: np.ndarray, name: str, context: RequestContext) -> np.ndarray:
+def lookup(columns: list, rule, context: RequestContext | None = None) -> np.ndarray:
+    """``rule(*row)`` for every row of the columns, as floats.
+
+    Offline (pandas Series): the rule runs once per distinct combination of values. Online (short
+    sequences): once per row, memoised in ``context``.
+    """
+    if not isinstance(columns[0], pd.Series):
+        if context is None:
+            return np.array([rule(*row) for row in zip(*columns)], dtype=float)
+        return np.array([context.memoised(rule, *row) for row in zip(*columns)], dtype=float)
+    combined = np.zeros(len(columns[0]), dtype=np.int64)
+    for column in columns:
+        codes, uniques = pd.factorize(column, use_na_sentinel=True)
+        combined = combined * (len(uniques) + 1) + (codes + 1)
+    inverse, uniques = pd.factorize(combined)
+    first = np.empty(len(uniques), dtype=np.int64)
+    first[inverse[::-1]] = np.arange(len(inverse))[::-1]
+    values = [[None if _missing(v) else v for v in column.iloc[first]] for column in columns]
+    return np.array([rule(*row) for row in zip(*values)], dtype=float)[inverse]
+
+
+def encode(values, name: str, context: RequestContext) -> np.ndarray:
     """Categorical values → float codes (positions in the spec's vocabulary; NaN when unknown)."""
-    if len(values) <= 64:  # the online path: a dict lookup per value beats building a Categorical
-        index = context.code_of[name]
-        return np.array([index.get(value, np.nan) for value in values], dtype=float)
-    codes = pd.Categorical(values, categories=context.categories[name]).codes.astype(float)
-    codes[codes < 0] = np.nan
-    return codes
+    if isinstance(values, pd.Series):
+        return lookup([values], context.code(name))
+    index = context.code_of[name]
+    return np.array([index.get(value, np.nan) for value in values], dtype=float)
 
 
-def _pairs(left: np.ndarray, right: np.ndarray, table: Mapping[tuple, float]) -> np.ndarray:
-    """Look a (left, right) pair table up row-wise, factorising first so a million rows cost little."""
-    if len(left) <= 64:
-        return np.array([table.get((a, b), 0.0) for a, b in zip(left, right)], dtype=float)
-    frame = pd.DataFrame({"left": left, "right": right}, dtype=object)
-    codes, uniques = pd.MultiIndex.from_frame(frame).factorize()
-    looked_up = np.array([table.get((a, b), 0.0) for a, b in uniques], dtype=float)
-    return looked_up[codes]
-
-
-def amount_eur(amount: np.ndarray, currency: np.ndarray, context: RequestContext) -> np.ndarray:
+def amount_eur(amount: np.ndarray, currency, context: RequestContext) -> np.ndarray:
     """Amount in EUR at the catalogue's dated rate (``Catalog.to_eur`` without its 4-dp rounding)."""
-    rates = np.array([context.fx_rate.get(c, np.nan) for c in currency], dtype=float) if len(currency) <= 64 \
-        else pd.Series(currency, dtype=object).map(context.fx_rate).to_numpy(dtype=float)
-    return np.asarray(amount, dtype=float) / rates
+    return np.asarray(amount, dtype=float) / lookup([currency], context.fx_rate, context)
 
 
 def amount_band(amount_in_eur: np.ndarray, spec: FeatureSpec) -> np.ndarray:
@@ -133,47 +156,43 @@ def amount_band(amount_in_eur: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     return np.searchsorted(np.asarray(spec.amount_band_edges_eur), amount_in_eur, side="right").astype(float)
 
 
-def local_time(timestamp_us: np.ndarray, country: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def local_time(timestamp_us: np.ndarray, country, context: RequestContext) -> tuple[np.ndarray, np.ndarray]:
     """Local hour (0–23) and weekday (Monday = 0) in the country's standard time."""
-    if len(country) <= 64:
-        offsets = np.array([UTC_OFFSET_HOURS.get(c, 0.0) for c in country], dtype=float)
-    else:
-        offsets = pd.Series(country, dtype=object).map(UTC_OFFSET_HOURS).fillna(0.0).to_numpy(dtype=float)
+    offsets = lookup([country], context.utc_offset_hours, context)
     local_s = np.asarray(timestamp_us, dtype=np.int64) // US_PER_S + (offsets * 3600).astype(np.int64)
     hour = (local_s // 3600) % 24
     weekday = (local_s // 86400 + EPOCH_WEEKDAY) % 7
     return hour.astype(float), weekday.astype(float)
 
 
-def request_features(columns: Mapping[str, np.ndarray], psp: np.ndarray, context: RequestContext) -> np.ndarray:
+def request_features(columns: Mapping[str, object], psp, context: RequestContext) -> np.ndarray:
     """The request-time features, shape (rows, numeric + categorical) in the spec's order.
 
     ``columns``: transaction fields (``amount``, ``currency``, ``country``, ``payment_method``,
     ``card_network``, ``card_type``, ``issuer_country``, ``vertical``, ``type``, ``three_ds``,
     ``first_deposit``), plus ``timestamp_us`` (of the attempt), ``attempt`` and
-    ``previous_decline_class``; ``psp``: the candidate PSP of each row.
+    ``previous_decline_class``; ``psp``: the candidate PSP of each row. Text columns are pandas
+    Series offline and short sequences online; numeric columns are arrays.
     """
     spec = context.spec
     eur = amount_eur(columns["amount"], columns["currency"], context)
-    issuer = np.where(pd.isna(columns["issuer_country"]), columns["country"], columns["issuer_country"])
-    hour, weekday = local_time(columns["timestamp_us"], columns["country"])
+    hour, weekday = local_time(columns["timestamp_us"], columns["country"], context)
     numeric = {
         "amount_eur": eur,
         "log_amount_eur": np.log1p(eur),
         "amount_band": amount_band(eur, spec),
-        "cross_border": _pairs(psp, issuer, context.cross_border),
-        "needs_fx": _pairs(psp, columns["currency"], context.needs_fx),
+        "cross_border": lookup([psp, columns["issuer_country"], columns["country"]], context.cross_border, context),
+        "needs_fx": lookup([psp, columns["currency"]], context.needs_fx, context),
         "local_hour": hour,
         "local_weekday": weekday,
         "three_ds": np.asarray(columns["three_ds"], dtype=float),
         "first_deposit": np.asarray(columns["first_deposit"], dtype=float),
         "attempt": np.asarray(columns["attempt"], dtype=float),
     }
-    sources = {"psp": psp}
-    out = np.empty((len(psp), len(spec.numeric_request_features) + len(spec.categorical_features)))
+    out = np.empty((len(eur), len(spec.numeric_request_features) + len(spec.categorical_features)), order="F")
     for j, name in enumerate(spec.numeric_request_features):
         out[:, j] = numeric[name]
     offset = len(spec.numeric_request_features)
     for j, name in enumerate(spec.categorical_features):
-        out[:, offset + j] = encode(sources.get(name, columns.get(name)), name, context)
+        out[:, offset + j] = encode(psp if name == "psp" else columns[name], name, context)
     return out
