@@ -32,7 +32,7 @@ from payroute.training.synthetic import SYNTHETIC_SPEC, synthetic_training_table
 @pytest.fixture(scope="module")
 def trained():
     table = synthetic_training_table(8_000, seed=3)
-    return train_models(table, SYNTHETIC_SPEC, TrainingConfig(seed=3, num_boost_round=60, progress=False))
+    return train_models(table, SYNTHETIC_SPEC, TrainingConfig(seed=3, num_boost_round=60, num_threads=1, progress=False))
 
 
 @pytest.fixture()

@@ -18,7 +18,7 @@ from payroute.training.pipeline import TrainingConfig, train_models
 from payroute.training.synthetic import SYNTHETIC_SPEC, synthetic_training_table
 
 SEED = 11
-CONFIG = TrainingConfig(seed=SEED, num_boost_round=300, progress=False)
+CONFIG = TrainingConfig(seed=SEED, num_boost_round=300, num_threads=1, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_calibration_repairs_a_miscalibrated_booster(table):
     # 20 slow rounds started from 0.5 instead of the base rate leave the booster underconfident
     # (mean prediction far below the 0.78 approval rate); calibration must repair it.
     underfit = TrainingConfig(
-        seed=SEED, num_boost_round=20, progress=False,
+        seed=SEED, num_boost_round=20, num_threads=1, progress=False,
         approval_params={**CONFIG.approval_params, "boost_from_average": False},
     )
     m = train_models(table, SYNTHETIC_SPEC, underfit).metrics
@@ -89,7 +89,7 @@ def test_same_data_and_seed_give_identical_model_files(table, result, tmp_path):
 
 
 def test_other_seed_gives_other_model(table, result):
-    other = train_models(table, SYNTHETIC_SPEC, TrainingConfig(seed=SEED + 1, num_boost_round=300, progress=False))
+    other = train_models(table, SYNTHETIC_SPEC, TrainingConfig(seed=SEED + 1, num_boost_round=300, num_threads=1, progress=False))
     assert other.approval.model_text != result.approval.model_text
 
 
