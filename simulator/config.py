@@ -81,7 +81,7 @@ class TrafficMix(_Frozen):
     )
     three_ds_share: float = Field(0.45, ge=0, le=1)
     cross_border_card_share: float = Field(0.08, ge=0, le=1)
-    n_merchants: int = Field(12, ge=1)
+    merchants_per_vertical: int = Field(3, ge=1, description="Merchants m_<vertical>_<k> per vertical.")
     transactions_per_customer: float = Field(6.0, gt=0)
 
 

@@ -79,7 +79,8 @@ def sample_customers(
     card = by_bin.loc[card_bin[is_card]]
 
     vertical = _choice(rng, mix.verticals, n_customers)
-    merchant = np.char.add(np.char.add("m_", vertical.astype(str)), np.char.add("_", rng.integers(1, 1 + max(1, mix.n_merchants // 4), n_customers).astype(str)))
+    merchant_number = rng.integers(1, mix.merchants_per_vertical + 1, n_customers).astype(str)
+    merchant = np.char.add(np.char.add("m_", vertical.astype(str)), np.char.add("_", merchant_number))
     customers = pd.DataFrame(
         {
             "_customer": np.arange(n_customers),

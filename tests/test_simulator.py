@@ -51,12 +51,6 @@ def world(history):
     return history.world
 
 
-@pytest.fixture(scope="module")
-def first_attempts(history):
-    frame = history.attempts[history.attempts["attempt"] == 1]
-    return frame.merge(history.transactions, left_on="transaction_id", right_on="id", suffixes=("", "_txn"))
-
-
 # ------------------------------------------------------------------------------------------ determinism
 
 
