@@ -1,0 +1,297 @@
+"""Scoring service, tier 2: the BentoML service in-process through its ASGI app (no network).
+
+Contract of /rank and /rank_batch, typed 422s naming the field, PANs refused and never echoed or
+logged, API keys, media types and size bounds, feedback idempotency, fail-open without or with a
+corrupt model, and a champion reload under traffic with no failed request.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="prom-"))
+
+import contextlib  # noqa: E402
+import logging  # noqa: E402
+import shutil  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+warnings.filterwarnings("ignore", message=".*httpx.*starlette.testclient.*")
+from starlette.testclient import TestClient  # noqa: E402
+
+from payroute.catalog import load_catalog  # noqa: E402
+from payroute.contracts import Transaction  # noqa: E402
+from payroute.serving.schemas import EXAMPLE_TRANSACTION, MAX_BATCH, MAX_BODY_BYTES  # noqa: E402
+from payroute.serving.service import PayrouteService  # noqa: E402
+from payroute.serving.testing import write_demo_bundle  # noqa: E402
+
+CATALOG = load_catalog()
+TRANSACTION = Transaction.model_validate(EXAMPLE_TRANSACTION)
+KEY = "test-key-asgi"
+PAN = "4111111111111111"
+ELIGIBLE = set(CATALOG.eligibility(TRANSACTION).eligible)
+
+
+@contextlib.contextmanager
+def service(tmp: Path, **env: str):
+    """The service's ASGI app under ``env`` (the service reads its settings at start-up)."""
+    values = {"PAYROUTE_STATE_DIR": str(tmp / "state"), "PAYROUTE_API_KEYS": KEY, "PAYROUTE_MODEL_POLL_S": "0.1",
+              "PAYROUTE_SNAPSHOT_S": "3600", **env}
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    _forget_bentoml_metrics()
+    try:
+        with TestClient(PayrouteService.to_asgi()) as client:
+            yield client
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _forget_bentoml_metrics() -> None:
+    """BentoML registers its HTTP metrics in the global registry once per app; a server builds one app per
+    process, these tests build several, so the previous app's collectors are dropped first."""
+    from prometheus_client import REGISTRY
+
+    for collector, names in list(REGISTRY._collector_to_names.items()):
+        if any(name.startswith("bentoml_") for name in names):
+            REGISTRY.unregister(collector)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    write_demo_bundle(root / "champion", CATALOG, TRANSACTION, seed=1, version="demo-1")
+    return root
+
+
+@pytest.fixture(scope="module")
+def client(models, tmp_path_factory):
+    with service(tmp_path_factory.mktemp("svc"), PAYROUTE_MODELS_DIR=str(models)) as client:
+        yield client
+
+
+def rank(client, transaction=EXAMPLE_TRANSACTION, **headers):
+    return client.post("/rank", json={"transaction": transaction}, headers=headers)
+
+
+def feedback_body(decision: dict, status="approved", attempt=1, **extra) -> dict:
+    body = {"transaction_id": EXAMPLE_TRANSACTION["id"], "attempt": attempt, "psp": decision["ranking"][0]["psp"],
+            "timestamp": "2026-11-02T10:15:03Z", "status": status, "latency_ms": 420.0,
+            "decision_id": decision["decision_id"], **extra}
+    if status != "approved":
+        body.setdefault("decline_reason", "do_not_honor")
+    return body
+
+
+# ------------------------------------------------------------------ ranking contract
+
+
+def test_rank_answers_the_public_contract(client):
+    response = rank(client)
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) >= {"decision_id", "ranking", "excluded", "model_version", "propensity", "degraded"}
+    assert {r["psp"] for r in body["ranking"]} == ELIGIBLE
+    assert {e["psp"] for e in body["excluded"]} == set(CATALOG.psp_names) - ELIGIBLE
+    assert set(body["ranking"][0]) == {"psp", "p_approve", "expected_cost", "score", "reasons"}
+    assert body["degraded"] is False and body["model_version"] == "demo-1"
+    assert 0 < body["propensity"] <= 1
+
+
+def test_rank_batch_answers_in_order_and_is_bounded(client):
+    transactions = [{**EXAMPLE_TRANSACTION, "id": f"batch-{i}", "amount": str(10 + i)} for i in range(5)]
+    response = client.post("/rank_batch", json={"transactions": transactions})
+    assert response.status_code == 200
+    decisions = response.json()["decisions"]
+    assert len(decisions) == 5 and len({d["decision_id"] for d in decisions}) == 5
+    too_many = client.post("/rank_batch", json={"transactions": [EXAMPLE_TRANSACTION] * (MAX_BATCH + 1)})
+    assert too_many.status_code == 422
+    assert too_many.json()["errors"][0]["field"] == "transactions"
+
+
+# ------------------------------------------------------------------ validation, PAN, media types
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "code"),
+    [
+        ({"amount": None}, "transaction.amount", "missing"),
+        ({"amount": "ten"}, "transaction.amount", "decimal_parsing"),
+        ({"amount": "-5"}, "transaction.amount", "greater_than"),
+        ({"currency": "XXY"}, "transaction.currency", "currency"),
+        ({"country": "ZZ"}, "transaction.country", "country"),
+        ({"timestamp": "2026-11-02T10:15:00"}, "transaction.timestamp", "timezone"),
+        ({"type": "refund"}, "transaction.type", "enum"),
+        ({"card_bin": None}, "transaction.card_bin", "card_fields"),
+        ({"surprise": 1}, "transaction.surprise", "extra_forbidden"),
+    ],
+)
+def test_validation_errors_are_422_naming_the_field(client, change, field, code):
+    transaction = {k: v for k, v in {**EXAMPLE_TRANSACTION, **change}.items() if v is not None}
+    response = rank(client, transaction)
+    assert response.status_code == 422
+    assert {"field": field, "code": code} == {k: response.json()["errors"][0][k] for k in ("field", "code")}
+
+
+def test_malformed_json_is_422(client):
+    response = client.post("/rank", content=b'{"transaction": ', headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["errors"][0]["code"] == "json_invalid"
+
+
+@pytest.mark.parametrize(
+    "transaction",
+    [
+        {**EXAMPLE_TRANSACTION, "card_bin": PAN},
+        {**EXAMPLE_TRANSACTION, "merchant_id": f"m-{PAN}"},
+        {**EXAMPLE_TRANSACTION, "customer_id": "4111-1111-1111-1111"},
+        {**EXAMPLE_TRANSACTION, PAN: "x"},  # even as a field name
+    ],
+    ids=["card_bin", "merchant_id", "customer_id_grouped", "field_name"],
+)
+def test_a_pan_is_refused_and_never_echoed_or_logged(client, caplog, transaction):
+    with caplog.at_level(logging.DEBUG):
+        response = rank(client, transaction)
+    assert response.status_code == 422
+    digits = PAN.replace("-", "")
+    assert digits not in response.text and "4111-1111" not in response.text
+    assert digits not in caplog.text and "4111-1111" not in caplog.text
+
+
+@pytest.mark.parametrize("route", ["/rank", "/rank_batch", "/feedback"])
+@pytest.mark.parametrize(
+    "content_type", ["application/vnd.bentoml+pickle", "multipart/form-data; boundary=x", "text/plain"]
+)
+def test_non_json_payloads_are_refused_415(client, route, content_type):
+    response = client.post(route, content=b"\x80\x04\x95 pickled", headers={"content-type": content_type,
+                                                                              "x-api-key": KEY})
+    assert response.status_code == 415
+
+
+def test_oversized_body_is_refused_413(client):
+    response = client.post("/rank", content=b"{" + b" " * (MAX_BODY_BYTES + 1) + b"}",
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+# ------------------------------------------------------------------ API keys
+
+
+@pytest.mark.parametrize(("headers", "status"), [({}, 401), ({"x-api-key": "nope"}, 403), ({"x-api-key": KEY}, 200)])
+def test_feedback_requires_the_api_key(client, headers, status):
+    decision = rank(client, {**EXAMPLE_TRANSACTION, "id": f"key-{status}"}).json()
+    body = {**feedback_body(decision), "transaction_id": f"key-{status}"}
+    assert client.post("/feedback", json=body, headers=headers).status_code == status
+
+
+def test_rank_can_require_the_api_key(tmp_path):
+    with service(tmp_path, PAYROUTE_RANK_REQUIRES_KEY="1") as client:
+        assert rank(client).status_code == 401
+        assert rank(client, **{"x-api-key": KEY}).status_code == 200
+
+
+# ------------------------------------------------------------------ feedback semantics
+
+
+def test_feedback_is_idempotent_conflicts_409_and_counts_once(client):
+    transaction = {**EXAMPLE_TRANSACTION, "id": "idem-1"}
+    decision = rank(client, transaction).json()
+    body = {**feedback_body(decision), "transaction_id": "idem-1"}
+    post = lambda b: client.post("/feedback", json=b, headers={"x-api-key": KEY})  # noqa: E731
+    first, again = post(body), post(body)
+    conflict = post({**body, "status": "declined", "decline_reason": "do_not_honor"})
+    assert first.status_code == 200 and first.json()["status"] == "recorded" and first.json()["learned"] is True
+    assert again.status_code == 200 and again.json()["status"] == "duplicate" and again.json()["learned"] is False
+    assert again.json()["sequence"] == first.json()["sequence"]
+    assert conflict.status_code == 409 and conflict.json()["errors"][0]["code"] == "conflicting_outcome"
+
+
+@pytest.mark.parametrize(
+    "decision_id", ["never-issued-by-us", None, "other-transaction"], ids=["forged", "absent", "mismatched"]
+)
+def test_outcomes_without_our_decision_are_stored_not_learned(client, decision_id):
+    other = rank(client, {**EXAMPLE_TRANSACTION, "id": "someone-else"}).json()
+    decision = rank(client, {**EXAMPLE_TRANSACTION, "id": f"stray-{decision_id}"}).json()
+    body = {**feedback_body(decision), "transaction_id": f"stray-{decision_id}",
+            "decision_id": other["decision_id"] if decision_id == "other-transaction" else decision_id}
+    if body["decision_id"] is None:
+        body.pop("decision_id")
+    before = metric(client, "payroute_feedback_unknown_decision_total")
+    ack = client.post("/feedback", json=body, headers={"x-api-key": KEY}).json()
+    assert ack["status"] == "recorded" and ack["decision_known"] is False and ack["learned"] is False
+    assert metric(client, "payroute_feedback_unknown_decision_total") == before + 1
+
+
+def metric(client, name: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_expose_decisions_degraded_feedback_and_lag(client):
+    text = client.get("/metrics").text
+    for name in ("payroute_decisions_total", "payroute_feedback_received_total", "payroute_feedback_lag_seconds",
+                 "bentoml_service_request_total"):
+        assert name in text
+    assert text.count("# TYPE payroute_decisions_total") <= 1  # no duplicated families
+
+
+# ------------------------------------------------------------------ fail-open and reload
+
+
+def test_no_model_answers_degraded_static_order(tmp_path):
+    with service(tmp_path, PAYROUTE_MODELS_DIR=str(tmp_path / "empty")) as client:
+        response = rank(client)
+        assert response.status_code == 200 and response.json()["degraded"] is True
+        assert [r["psp"] for r in response.json()["ranking"]] == [p for p in CATALOG.static_order if p in ELIGIBLE]
+        assert client.get("/readyz").status_code == 200
+
+
+def test_corrupt_model_answers_degraded_and_keeps_serving(tmp_path):
+    models = tmp_path / "models"
+    write_demo_bundle(models / "champion", CATALOG, TRANSACTION, seed=2)
+    (models / "champion" / "approval_model.txt").write_text("tree\ngarbage")
+    with service(tmp_path, PAYROUTE_MODELS_DIR=str(models)) as client:
+        response = rank(client)
+        assert response.status_code == 200 and response.json()["degraded"] is True
+        assert metric(client, 'payroute_model_reloads_total{result="failed"}') >= 1
+
+
+def test_new_champion_is_loaded_under_traffic_without_a_failed_request(tmp_path):
+    models = tmp_path / "models"
+    write_demo_bundle(models / "champion", CATALOG, TRANSACTION, seed=1, version="v1")
+    statuses, versions, stop = [], [], threading.Event()
+    with service(tmp_path, PAYROUTE_MODELS_DIR=str(models)) as client:
+
+        def traffic():
+            while not stop.is_set():
+                response = rank(client)
+                statuses.append(response.status_code)
+                versions.append(response.json().get("model_version") if response.status_code == 200 else None)
+
+        worker = threading.Thread(target=traffic)
+        worker.start()
+        time.sleep(0.3)
+        staging = write_demo_bundle(tmp_path / "staging", CATALOG, TRANSACTION, seed=5, version="v2")
+        shutil.rmtree(models / "champion")  # as export_bundle does: replace the folder
+        staging.rename(models / "champion")
+        deadline = time.time() + 10
+        while time.time() < deadline and (not versions or versions[-1] != "v2"):
+            time.sleep(0.05)
+        time.sleep(0.2)
+        stop.set()
+        worker.join()
+    assert statuses and set(statuses) == {200}
+    assert versions[0] == "v1" and versions[-1] == "v2"
+    switch = versions.index("v2")
+    assert set(versions[switch:]) == {"v2"}  # no flapping back once swapped
