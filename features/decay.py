@@ -2,15 +2,16 @@
 
 A decayed count at time ``t`` of events at times ``s < t`` with weights ``w`` is
 ``Σ w · exp(−(t − s) · ln 2 / h)`` for half-life ``h``. Times are microseconds since :data:`EPOCH`
-(int64, so the visibility comparison ``s < cutoff`` is exact, equal timestamps included) and
-seconds since :data:`EPOCH` (float64) for the decay arithmetic.
+(int64, so the visibility comparison ``s < cutoff`` is exact, equal timestamps included); the decay
+arithmetic only ever sees differences of such times, in seconds, so no precision is lost to the
+size of the timestamps.
 
-* Online, a key's state is ``[reference time, value_1 .. value_C]``: the values decayed to the
+* Online, a key's state is ``[reference time (µs), value_1 .. value_C]``: the values decayed to the
   reference time. :func:`fold` adds one event (in or out of order: decay is order-free),
   :func:`read` decays the values to the reading time.
 * Offline, :func:`decayed_sums_at_queries` answers many ``(key, cutoff)`` queries at once by one sorted
   scan: per key, a cumulative sum of ``w · exp(λ (s − block start))`` inside fixed time blocks of
-  ``BLOCK_UNITS / λ`` seconds, plus the previous block's total decayed by ``exp(−BLOCK_UNITS)``.
+  about ``BLOCK_UNITS / λ`` seconds (a whole number of µs), plus the previous block's total decayed by ``exp(−BLOCK_UNITS)``.
   Blocks keep the exponentials finite (no overflow however long the history); events two or more
   blocks back weigh less than ``exp(−BLOCK_UNITS)`` and are dropped (below 1e-100 of one event).
 """
@@ -58,30 +59,30 @@ def delay_us(reporting_delay: dt.timedelta) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def new_state(event_s: float, weights: np.ndarray) -> np.ndarray:
-    """A key's first state: reference time = the event's time, values = its weights."""
+def new_state(event_us: int, weights: np.ndarray) -> np.ndarray:
+    """A key's first state: reference time = the event's time (µs, exact in float64), values = weights."""
     state = np.empty(len(weights) + 1)
-    state[0] = event_s
+    state[0] = event_us
     state[1:] = weights
     return state
 
 
-def fold(state: np.ndarray, event_s: float, weights: np.ndarray, rates: np.ndarray) -> None:
+def fold(state: np.ndarray, event_us: int, weights: np.ndarray, rates: np.ndarray) -> None:
     """Add one event to a state in place. A late event (before the reference time) is decayed to
     the reference time; otherwise the values are decayed to the event and the reference moves."""
-    reference = state[0]
-    if event_s >= reference:
-        state[1:] *= np.exp(-rates * (event_s - reference))
+    age_s = (event_us - state[0]) / US_PER_S
+    if age_s >= 0:
+        state[1:] *= np.exp(-rates * age_s)
         state[1:] += weights
-        state[0] = event_s
+        state[0] = event_us
     else:
-        state[1:] += weights * np.exp(-rates * (reference - event_s))
+        state[1:] += weights * np.exp(rates * age_s)
 
 
-def read(states: np.ndarray, at_s: float, rates: np.ndarray) -> np.ndarray:
-    """Values of states (rows ``[reference, values...]``) decayed to time ``at_s``; shape (rows, C)."""
-    age = at_s - states[:, :1]
-    return states[:, 1:] * np.exp(-rates * age)
+def read(states: np.ndarray, at_us: int, rates: np.ndarray) -> np.ndarray:
+    """Values of states (rows ``[reference µs, values...]``) decayed to ``at_us``; shape (rows, C)."""
+    age_s = (at_us - states[:, :1]) / US_PER_S
+    return states[:, 1:] * np.exp(-rates * age_s)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,7 +142,6 @@ def decayed_sums_at_queries(
     order = timeline.by_time[within]
     sorted_keys = by_time_keys[within]
     sorted_us = timeline.times_us[order]
-    seconds = sorted_us / US_PER_S
     rows = len(order)
     key_change = np.empty(rows, dtype=bool)
     key_change[:1] = True
@@ -161,14 +161,19 @@ def decayed_sums_at_queries(
     result = np.empty((timeline.n_queries, len(half_lives)), order="F")
     # Half-lives whose time blocks split the rows identically share one grouped cumulative sum.
     plans: dict[bytes, tuple[np.ndarray, list]] = {}
+    rate_of: dict[int, float] = {}
+    width_of: dict[int, float] = {}
     for half_life in np.unique(half_lives):
-        units = seconds * float(decay_rate(half_life))
-        block = np.floor(units / BLOCK_UNITS)
-        local = units - block * BLOCK_UNITS
+        rate = float(decay_rate(half_life))
+        width_us = int(round(BLOCK_UNITS / rate * US_PER_S))
+        block = sorted_us // width_us
+        local = (sorted_us - block * width_us) * (rate / US_PER_S)  # exact offset, then scaled
         new_group = key_change.copy()
         new_group[1:] |= block[1:] != block[:-1]
         entry = plans.setdefault(np.packbits(new_group).tobytes(), (new_group, []))
         entry[1].append((np.flatnonzero(half_lives == half_life), block, local))
+        for column in np.flatnonzero(half_lives == half_life):
+            rate_of[column], width_of[column] = rate, width_us / US_PER_S
     for new_group, members in plans.values():
         group = np.cumsum(new_group) - 1
         starts = np.flatnonzero(new_group)
@@ -193,7 +198,7 @@ def decayed_sums_at_queries(
             decay = np.exp(-local[query_rows])
             for column in columns:
                 carry = np.zeros(len(starts))
-                carry[adjacent] = partial[previous_end, j] * math.exp(-BLOCK_UNITS)
+                carry[adjacent] = partial[previous_end, j] * math.exp(-rate_of[column] * width_of[column])
                 before = np.where(has_prefix, partial[np.maximum(prefix, 0), j], 0.0)
                 result[query_index, column] = (before + carry[query_group]) * decay
                 j += 1

@@ -154,13 +154,12 @@ class OnlineFeatureStore:
             heapq.heappush(self._staged, (timestamp_us, self._sequence, keys, weights))
 
     def _fold(self, timestamp_us: int, keys: tuple[str, ...], weights: np.ndarray) -> None:
-        event_s = timestamp_us / US_PER_S
         states = self.backend.get_many(keys)
         for (_, _, counters, rates, _), key, state in zip(self._levels, keys, states):
             if state is None:
-                state = new_state(event_s, weights[counters])
+                state = new_state(timestamp_us, weights[counters])
             else:
-                fold(state, event_s, weights[counters], rates)
+                fold(state, timestamp_us, weights[counters], rates)
             self.backend.put(key, state)
 
     def _advance(self, cutoff_us: int) -> None:
@@ -191,13 +190,12 @@ class OnlineFeatureStore:
         out[:, : self._n_request] = request_features(columns, psp, self._context)
         values = self._key_values(fields)
         raw = np.empty((n, self._plan.raw_width))
-        at_s = at_us / US_PER_S
         for name, level_fields, _, rates, start in self._levels:
             suffix = "".join("|" + values[f] for f in level_fields)
             states = self.backend.get_many([f"{name}|{p}{suffix}" for p in psps])
             empty = self._empty[name]
             matrix = np.vstack([empty if s is None else s for s in states])
-            raw[:, start : start + len(rates)] = read(matrix, at_s, rates)
+            raw[:, start : start + len(rates)] = read(matrix, at_us, rates)
         self._plan.history_features(raw, out=out[:, self._n_request :])
         return out, self.spec.feature_names
 
