@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from payroute.catalog import Catalog
@@ -23,6 +24,11 @@ from payroute.history import CATALOG_FILE, HISTORY_FILES, History, read_history
 MONEY_SCALE = 10_000
 # Columns a scoring-service log exported to the contract may add to attempts/transactions.
 SERVICE_COLUMNS = ("model_version", "degraded", "explored")
+# Few distinct values: read as categoricals (cheap to copy, group and compare).
+_CATEGORICAL_COLUMNS = frozenset({
+    "psp", "status", "decline_reason", "decline_class", "type", "currency", "country", "payment_method",
+    "card_network", "card_type", "issuer_country", "vertical", "merchant_id",
+})
 # Contract columns no report view reads: left unread for speed (high-cardinality strings).
 _UNUSED_COLUMNS = frozenset({"customer_id", "card_fingerprint", "card_bin", "decline_code", "propensity"})
 DIMENSIONS = ("psp", "country", "payment_method", "vertical", "day")
@@ -146,14 +152,19 @@ def read_history_for_report(directory: str | Path) -> History:
         try:
             if any(f.name not in pq.read_schema(path).names for f in schema):
                 raise KeyError(name)
-            table = pq.read_table(path, columns=[f.name for f in fields])
+            names = [f.name for f in fields]
+            table = pq.read_table(path, columns=names, read_dictionary=[n for n in names if n in _CATEGORICAL_COLUMNS])
         except (OSError, pa.ArrowInvalid, KeyError):
             return read_history(directory, money="float")  # its error names the file and column
         columns = [
             table.column(f.name).cast(pa.float64()) if pa.types.is_decimal(f.type) else table.column(f.name)
             for f in fields
         ]
-        frames.append(pa.Table.from_arrays(columns, names=[f.name for f in fields]).to_pandas())
+        frame = pa.table(columns, names=names).to_pandas()
+        for name_ in frame.columns:
+            if isinstance(frame[name_].dtype, pd.CategoricalDtype):  # sorted categories: tables sort as strings
+                frame[name_] = frame[name_].cat.reorder_categories(sorted(frame[name_].cat.categories))
+        frames.append(frame)
     return History(*frames)
 
 
@@ -172,14 +183,12 @@ def load(
 
 
 def _attempts_with_payment(attempts: pd.DataFrame, tx: pd.DataFrame, service: pd.DataFrame | None) -> pd.DataFrame:
-    position = pd.Index(tx["id"]).get_indexer(attempts["transaction_id"])
-    attempts = attempts.loc[position >= 0].copy()
+    position = positions(attempts["transaction_id"], tx["id"])
+    attempts = attempts.loc[position >= 0].reset_index(drop=True)
     position = position[position >= 0]
     attempts["tx"] = position
     for column in (*_TX_DIMENSIONS, "amount", "currency", "amount_eur_u"):
-        attempts[column] = tx[column].to_numpy()[position]
-    attempts["psp"] = attempts["psp"].astype(str)
-    attempts["status"] = attempts["status"].astype(str)
+        attempts[column] = tx[column].array.take(position)
     attempts["fee_eur_u"] = to_units(attempts["fee_eur"])
     attempts["fx_eur_u"] = to_units(attempts["fx_cost_eur"])
     attempts = attempts.sort_values(["tx", "attempt"], kind="stable").reset_index(drop=True)
@@ -220,8 +229,21 @@ def _payments(tx: pd.DataFrame, attempts: pd.DataFrame) -> pd.DataFrame:
     return payments
 
 
+def positions(keys: pd.Series, index: pd.Series) -> np.ndarray:
+    """Row of ``index`` holding each key (-1 when absent), hashed in Arrow."""
+    found = pc.index_in(_arrow_strings(keys), value_set=_arrow_strings(index))
+    return found.fill_null(-1).to_numpy().astype("int64")
+
+
+def _arrow_strings(values: pd.Series) -> pa.Array:
+    array = pa.array(values, from_pandas=True)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return array.cast(pa.string())
+
+
 def _chargebacks(chargebacks: pd.DataFrame, payments: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
-    position = pd.Index(payments["id"]).get_indexer(chargebacks["transaction_id"])
+    position = positions(chargebacks["transaction_id"], payments["id"])
     frame = chargebacks.loc[position >= 0].copy()
     position = position[position >= 0]
     frame["psp"] = payments["approving_psp"].to_numpy()[position]

@@ -222,3 +222,22 @@ def test_service_views_only_when_columns_exist(data, catalog):
     assert by_version.loc["v2", "final_approval"] == pytest.approx(1 / 3)
     assert views["exploration_share"]["share"].sum() == pytest.approx(1 / 4)  # T1 of 4 on day 1
     assert views["degraded_share"]["share"].sum() == 0
+
+
+def test_fast_reader_gives_the_same_tables_as_the_contract_reader(tmp_path, catalog):
+    """load() reads with Arrow casts and categoricals; prepare(read_history(...)) is the reference."""
+    from payroute.history import read_history
+    from payroute.reporting.example import write_example_history
+    from payroute.reporting.frames import load
+    from payroute.reporting.report import build_report
+
+    directory = write_example_history(tmp_path / "h", copies=3, catalog=catalog)
+    fast = build_report(load(directory, catalog), catalog)
+    reference = build_report(prepare(read_history(directory), catalog), catalog)
+    assert fast.tables.keys() == reference.tables.keys()
+    for name, table in reference.tables.items():
+        pd.testing.assert_frame_equal(
+            fast.tables[name].astype({c: object for c in table.columns if table[c].dtype != float}).reset_index(drop=True),
+            table.astype({c: object for c in table.columns if table[c].dtype != float}).reset_index(drop=True),
+            check_dtype=False, obj=name,
+        )
