@@ -18,7 +18,8 @@ from payroute.catalog import Catalog, dump_catalog, load_catalog
 from payroute.history import CATALOG_FILE, write_table
 from payroute.simulator.config import SimulationConfig
 from payroute.simulator.logging_policy import LoggingPolicy, choose
-from payroute.simulator.world import World, string_column
+from payroute.simulator.frames import string_column
+from payroute.simulator.world import World
 
 ATTEMPT_COLUMNS = (
     "transaction_id", "attempt", "psp", "timestamp", "status", "decline_code", "decline_reason", "decline_class",
@@ -99,9 +100,9 @@ def simulate_history(
     logging_probabilities = _long(ids, world.psps, eligible, probabilities, "propensity")
     _tick(bar)
 
-    attempts = _cascade(world, encoded, eligible, probabilities, at_first, config.max_attempts, rng, bar,
-                        transactions["id"].array)
-    chargebacks = _chargebacks(transactions, attempts, config, rng)
+    attempts, rows = _cascade(world, encoded, eligible, probabilities, at_first, config.max_attempts, rng, bar,
+                              transactions["id"].array)
+    chargebacks = _chargebacks(transactions, attempts, rows, config, rng)
     _tick(bar)
     if bar is not None:
         bar.close()
@@ -114,8 +115,9 @@ def _tick(bar) -> None:
 
 
 def _cascade(world: World, encoded, eligible: np.ndarray, probabilities: np.ndarray, at_first: np.ndarray,
-             max_attempts: int, rng: np.random.Generator, bar, transaction_ids: pd.array) -> pd.DataFrame:
-    """First attempts for every transaction, then retries on the next PSP after soft failures."""
+             max_attempts: int, rng: np.random.Generator, bar, transaction_ids: pd.array) -> tuple[pd.DataFrame, np.ndarray]:
+    """First attempts for every transaction, then retries on the next PSP after soft failures.
+    Returns the attempts and, per attempt, the position of its transaction."""
     n = encoded.n
     psp_names = np.asarray(world.psps, dtype=object)
     active = np.arange(n)
@@ -152,44 +154,44 @@ def _cascade(world: World, encoded, eligible: np.ndarray, probabilities: np.ndar
     attempts["transaction_id"] = transaction_ids.take(attempts["_row"].to_numpy())
     attempts["psp"] = string_column(attempts["_psp"].to_numpy(), world.psps)
     attempts["timestamp"] = pd.to_datetime(attempts["timestamp"].to_numpy(), unit="us", utc=True)
-    return attempts[list(ATTEMPT_COLUMNS)]
+    return attempts[list(ATTEMPT_COLUMNS)], attempts["_row"].to_numpy()
 
 
-def _chargebacks(transactions: pd.DataFrame, attempts: pd.DataFrame, config: SimulationConfig,
+def _chargebacks(transactions: pd.DataFrame, attempts: pd.DataFrame, rows: np.ndarray, config: SimulationConfig,
                  rng: np.random.Generator) -> pd.DataFrame:
-    """Chargebacks on approved payments: rate by vertical × PSP factor × customer risk, days later."""
+    """Chargebacks on approved payments: rate by vertical × PSP factor × customer risk, days later.
+    ``rows``: per attempt, the position of its transaction in ``transactions``."""
     settings = config.chargebacks
-    approved = attempts[attempts["status"] == "approved"][["transaction_id", "psp", "timestamp"]]
-    paid = approved.merge(
-        transactions[["id", "amount", "currency", "vertical", "payment_method", "_customer_risk"]],
-        left_on="transaction_id", right_on="id", how="left",
-    )
+    approved = (attempts["status"] == "approved").to_numpy()
+    paid = transactions.iloc[rows[approved]]
+    psp = attempts["psp"].to_numpy()[approved]
     risk = paid["_customer_risk"].to_numpy(dtype=float)
     rate = (
         paid["vertical"].map(settings.vertical_rates).fillna(0.004).to_numpy(dtype=float)
-        * paid["psp"].map(settings.psp_factors).fillna(1.0).to_numpy(dtype=float)
+        * pd.Series(psp).map(settings.psp_factors).fillna(1.0).to_numpy(dtype=float)
         * np.exp(0.7 * risk - 0.5 * (0.7 * 0.6) ** 2)  # mean one over the customer-risk distribution
         * np.where(paid["payment_method"].to_numpy() == "card", 1.0, 0.3)
     )
     hit = rng.random(len(paid)) < np.clip(rate, 0, 1)
     disputed = paid[hit]
+    paid_at = attempts["timestamp"][approved][hit]
     spread = max(settings.mean_delay_days - settings.min_delay_days, 1e-6)
     delay_days = settings.min_delay_days + rng.gamma(2.0, spread / 2.0, len(disputed))
-    arrival = disputed["timestamp"] + pd.to_timedelta(np.round(delay_days * 86_400e6).astype(np.int64), unit="us")
+    arrival = paid_at + pd.to_timedelta(np.round(delay_days * 86_400e6).astype(np.int64), unit="us")
     reasons = list(CHARGEBACK_REASONS)
     shares = np.array(list(CHARGEBACK_REASONS.values()))
     frame = pd.DataFrame(
         {
-            "transaction_id": disputed["transaction_id"].to_numpy(),
+            "transaction_id": disputed["id"].to_numpy(),
             "date": arrival.dt.date.to_numpy(),
             "amount": disputed["amount"].to_numpy(dtype=float),
             "currency": disputed["currency"].to_numpy(),
             "reason": np.asarray(reasons, dtype=object)[rng.choice(len(reasons), len(disputed), p=shares / shares.sum())],
-            "_arrival": arrival.to_numpy(),
+            "_arrival": arrival.dt.as_unit("us").astype("int64").to_numpy(),
         }
     )
     if settings.observed_until_end:
-        frame = frame[frame["_arrival"] < pd.Timestamp(config.end)]
+        frame = frame[frame["_arrival"] < pd.Timestamp(config.end).value // 1000]
     return frame.sort_values(["_arrival", "transaction_id"], kind="stable").drop(columns="_arrival").reset_index(drop=True)
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from payroute.catalog import Catalog
 from payroute.simulator.config import DEFAULT_COUNTRY_WEIGHTS, TrafficMix
+from payroute.simulator.frames import categorical_to_strings, map_categories
 from payroute.simulator.issuers import IssuerBook
 
 TRANSACTION_COLUMNS = (
@@ -23,6 +24,10 @@ TRANSACTION_COLUMNS = (
     "card_fingerprint",
 )
 HIDDEN_COLUMNS = ("_customer", "_issuer", "_customer_risk")
+STRING_COLUMNS = (
+    "country", "currency", "payment_method", "card_bin", "vertical", "merchant_id", "card_network", "card_type",
+    "issuer_country", "customer_id", "card_fingerprint",
+)
 
 # Share of traffic per UTC hour (a European evening peak, a quiet night).
 HOURLY_TRAFFIC = np.array(
@@ -101,6 +106,9 @@ def sample_customers(
     customers["_issuer"] = customers["_issuer"].fillna(-1).astype(np.int64)
     customers["customer_id"] = _hex_ids("cu", np.arange(n_customers), seed)
     customers["card_fingerprint"] = np.where(is_card, _hex_ids("fp", np.arange(n_customers), seed + 1), None)
+    # Categoricals until the end: taking rows of integer codes is far cheaper than of strings.
+    for column in STRING_COLUMNS:
+        customers[column] = pd.Categorical(customers[column].astype(object))
     return customers
 
 
@@ -122,19 +130,18 @@ def _draw_raw(
     seconds = np.minimum(seconds, days * 86_400 - 1e-3)
     offset = pd.to_timedelta(np.round(seconds * 1e6).astype(np.int64), unit="us")
     frame["timestamp"] = pd.Timestamp(start).tz_convert("UTC").as_unit("us") + offset
-    frame["type"] = _choice(rng, mix.types, n)
+    frame["type"] = pd.Categorical(_choice(rng, mix.types, n))
 
-    rate = frame["currency"].map({c: float(r) for c, r in catalog.fx_rates.items()}).to_numpy(dtype=float)
-    median = frame["vertical"].map(_MEDIAN_EUR).fillna(40.0).to_numpy(dtype=float)
-    scale = frame["type"].map(_TYPE_SCALE).to_numpy(dtype=float)
+    rate = map_categories(frame["currency"], {c: float(r) for c, r in catalog.fx_rates.items()})
+    median = map_categories(frame["vertical"], _MEDIAN_EUR, 40.0)
+    scale = map_categories(frame["type"], _TYPE_SCALE, 1.0)
     amount_eur = np.clip(median * scale * rng.lognormal(0.0, 0.9, n), 1.0, 200_000.0)
     zero_decimals = frame["currency"].isin(_ZERO_DECIMAL_CURRENCIES).to_numpy()
     amount = np.where(zero_decimals, np.round(amount_eur * rate), np.round(amount_eur * rate, 2))
     frame["amount"] = np.maximum(amount, 1.0)
 
     is_card = (frame["payment_method"] == "card").to_numpy()
-    region = frame["country"].map({c: p.region for c, p in catalog.countries.items()})
-    sca = region.isin(["EU", "UK"]).to_numpy()
+    sca = map_categories(frame["country"], {c: float(p.region in ("EU", "UK")) for c, p in catalog.countries.items()}, 0.0) > 0
     share = np.where(sca, min(1.0, mix.three_ds_share + 0.25), max(0.05, mix.three_ds_share - 0.25))
     frame["three_ds"] = is_card & (rng.random(n) < share)
     return frame
@@ -179,4 +186,6 @@ def sample_transactions(
     deposits = frame["type"] == "deposit"
     rank = frame.loc[deposits].groupby("_customer").cumcount()
     frame["first_deposit"] = (rank == 0).reindex(frame.index, fill_value=False).to_numpy(dtype=bool)
+    for column in (*STRING_COLUMNS, "type"):
+        frame[column] = categorical_to_strings(frame[column])
     return frame[list(TRANSACTION_COLUMNS) + list(HIDDEN_COLUMNS)], matrix

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from scipy.special import expit, ndtri
 
 from payroute.catalog import Catalog, fee_formula, load_catalog
 from payroute.contracts import DECLINE_CLASS, HIGH_RISK_VERTICALS, CardNetwork, DeclineReason, PaymentMethod, Vertical
 from payroute.simulator.config import DEFAULT_COUNTRY_WEIGHTS, SimulationConfig
+from payroute.simulator.frames import string_column
 from payroute.simulator.draws import U_APPROVE, U_CUSTOMER, U_HARD, U_LATENCY, U_REASON, U_SYSTEM, attempt_draws
 from payroute.simulator.issuers import IssuerBook, build_issuers
 from payroute.simulator.profiles import DEFAULT_PROFILES, PspTruth, decline_vocabulary, generic_profile
@@ -133,15 +133,6 @@ def eligibility_by_profile(catalog: Catalog, transactions: pd.DataFrame) -> np.n
     group = keys.groupby(list(keys.columns), dropna=False, sort=False).ngroup().to_numpy()
     _, representative = np.unique(group, return_index=True)
     return catalog.eligibility_matrix(transactions.iloc[representative])[0][group]
-
-
-def string_column(indices: np.ndarray, vocabulary: Sequence[str]) -> pd.array:
-    """Strings ``vocabulary[indices]`` (missing where ``indices < 0``) as pandas' ``str`` dtype, built
-    through an Arrow dictionary: much faster than converting an object array."""
-    indices = np.asarray(indices)
-    codes = pa.array(np.maximum(indices, 0).astype(np.int32), mask=indices < 0)
-    strings = pa.DictionaryArray.from_arrays(codes, pa.array(list(vocabulary), pa.string())).cast(pa.string())
-    return pd.array(strings, dtype="str")
 
 
 def _round_money(x: np.ndarray) -> np.ndarray:
