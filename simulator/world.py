@@ -27,35 +27,26 @@ from scipy.special import expit, ndtri
 from payroute.catalog import Catalog, fee_formula, load_catalog
 from payroute.contracts import DECLINE_CLASS, HIGH_RISK_VERTICALS, CardNetwork, DeclineReason, PaymentMethod, Vertical
 from payroute.simulator.config import DEFAULT_COUNTRY_WEIGHTS, SimulationConfig
-from payroute.simulator.frames import string_column
+from payroute.simulator.declines import (
+    CUSTOMER_TABLES,
+    HARD_TABLES,
+    REASON_INDEX,
+    REASONS,
+    reason_from_table,
+    soft_reason,
+)
 from payroute.simulator.draws import U_APPROVE, U_CUSTOMER, U_HARD, U_LATENCY, U_REASON, U_SYSTEM, attempt_draws
+from payroute.simulator.eligibility import eligibility_by_profile
+from payroute.simulator.frames import string_column
 from payroute.simulator.issuers import IssuerBook, build_issuers
 from payroute.simulator.profiles import DEFAULT_PROFILES, PspTruth, decline_vocabulary, generic_profile
 from payroute.simulator.traffic import sample_transactions
 
-REASONS = tuple(DeclineReason)
-_R = {reason: k for k, reason in enumerate(REASONS)}
 NETWORKS = tuple(n.value for n in CardNetwork)
 METHODS = tuple(m.value for m in PaymentMethod)
 VERTICALS = tuple(v.value for v in Vertical)
-STATUSES = np.array(["approved", "declined", "error", "timeout"], dtype=object)
+STATUSES = ("approved", "declined", "error", "timeout")
 RETRY_PENALTY = -0.25  # logit per extra attempt: issuers grow wary of a repeated authorisation
-
-# Decline reasons per gate, with their shares (chosen by the gate's conditional draw).
-_HARD_CARD = {DeclineReason.stolen_card: 0.2, DeclineReason.lost_card: 0.15, DeclineReason.suspected_fraud: 0.4,
-              DeclineReason.pickup_card: 0.1, DeclineReason.restricted_card: 0.15}
-_HARD_OTHER = {DeclineReason.suspected_fraud: 0.7, DeclineReason.restricted_card: 0.3}
-_CUSTOMER_CARD = {DeclineReason.insufficient_funds: 0.55, DeclineReason.expired_card: 0.12,
-                  DeclineReason.incorrect_cvc: 0.10, DeclineReason.limit_exceeded: 0.12,
-                  DeclineReason.invalid_account: 0.04, DeclineReason.authentication_failed: 0.07}
-_CUSTOMER_OTHER = {DeclineReason.insufficient_funds: 0.55, DeclineReason.invalid_account: 0.30,
-                   DeclineReason.limit_exceeded: 0.15}
-_CUSTOMER_PAYOUT = {DeclineReason.invalid_account: 0.7, DeclineReason.limit_exceeded: 0.2,
-                    DeclineReason.restricted_card: 0.0, DeclineReason.expired_card: 0.1}
-_SOFT = (DeclineReason.do_not_honor, DeclineReason.risk_declined, DeclineReason.issuer_unavailable,
-         DeclineReason.try_again_later, DeclineReason.not_permitted_for_acquirer,
-         DeclineReason.authentication_required)
-_SOFT_BASE = np.array([0.55, 0.15, 0.08, 0.10, 0.07, 0.05])
 
 
 @dataclass(frozen=True)
@@ -92,47 +83,12 @@ def _lookup(values: pd.Series, vocabulary: Sequence[str], missing: int) -> np.nd
     return np.where(codes < 0, missing, codes).astype(np.int64)
 
 
-def _categorical(u: np.ndarray, table: dict[DeclineReason, float]) -> np.ndarray:
-    """Reason index for each conditional uniform ``u`` in [0, 1) under a fixed share table."""
-    reasons = list(table)
-    shares = np.array([table[r] for r in reasons])
-    cumulative = np.cumsum(shares / shares.sum())
-    pick = np.minimum(np.searchsorted(cumulative, u, side="right"), len(reasons) - 1)
-    return np.array([_R[r] for r in reasons])[pick]
-
-
 def _timestamps_us(at, n: int) -> np.ndarray:
     """Microseconds since the epoch (UTC) for one timestamp or one per row."""
     if isinstance(at, (dt.datetime, pd.Timestamp, str)):
         return np.full(n, pd.Timestamp(at).value // 1000, dtype=np.int64)
     values = pd.to_datetime(pd.Series(np.asarray(at) if not isinstance(at, pd.Series) else at), utc=True)
     return values.dt.as_unit("us").astype("int64").to_numpy()
-
-
-_ELIGIBILITY_FIELDS = ["type", "country", "currency", "payment_method", "card_network", "vertical"]
-
-
-def eligibility_by_profile(catalog: Catalog, transactions: pd.DataFrame) -> np.ndarray:
-    """``catalog.eligibility_matrix(transactions)[0]``, computed once per distinct eligibility profile.
-
-    Rows that agree on the rule fields and sit on the same side of every PSP amount limit (in EUR, the
-    catalogue's own arithmetic) get the same answer, so the catalogue's rules run on one representative
-    row per profile instead of on every row: the rules stay defined in one place only.
-    """
-    if len(transactions) == 0:
-        return np.zeros((0, len(catalog.psps)), bool)
-    rates = {code: float(rate) for code, rate in catalog.fx_rates.items()}
-    rate = transactions["currency"].astype(str).map(rates).to_numpy(dtype=float, na_value=np.nan)
-    amount_eur = transactions["amount"].astype(float).to_numpy() / rate
-    limits = np.unique([float(v) for p in catalog.psps for v in (p.amount_limits.min_eur, p.amount_limits.max_eur)])
-    keys = transactions[_ELIGIBILITY_FIELDS].assign(
-        _below=np.searchsorted(limits, amount_eur, side="left"),
-        _above=np.searchsorted(limits, amount_eur, side="right"),
-        _nan=np.isnan(amount_eur),
-    )
-    group = keys.groupby(list(keys.columns), dropna=False, sort=False).ngroup().to_numpy()
-    _, representative = np.unique(group, return_index=True)
-    return catalog.eligibility_matrix(transactions.iloc[representative])[0][group]
 
 
 def _round_money(x: np.ndarray) -> np.ndarray:
@@ -400,19 +356,18 @@ class World:
         soft = ~system & ~hard & ~customer & ~approved
 
         reason = np.full(n, len(REASONS), dtype=np.int64)  # index len(REASONS) = no reason
-        reason[system & ~timeout] = _R[DeclineReason.psp_error]
-        reason[timeout] = _R[DeclineReason.psp_timeout]
+        reason[system & ~timeout] = REASON_INDEX[DeclineReason.psp_error]
+        reason[timeout] = REASON_INDEX[DeclineReason.psp_timeout]
         v_hard = np.clip(u[:, U_HARD] / np.maximum(q_hard, 1e-12), 0, 1 - 1e-12)
-        hard_reason = np.where(enc.hard_table == 0, _categorical(v_hard, _HARD_CARD), _categorical(v_hard, _HARD_OTHER))
+        hard_reason = np.choose(enc.hard_table, [reason_from_table(v_hard, t) for t in HARD_TABLES])
         reason[hard] = hard_reason[hard]
         v_cust = np.clip(u[:, U_CUSTOMER] / np.maximum(q_cust, 1e-12), 0, 1 - 1e-12)
-        customer_reason = np.select(
-            [enc.customer_table == 0, enc.customer_table == 1],
-            [_categorical(v_cust, _CUSTOMER_CARD), _categorical(v_cust, _CUSTOMER_OTHER)],
-            _categorical(v_cust, _CUSTOMER_PAYOUT),
-        )
+        customer_reason = np.choose(enc.customer_table, [reason_from_table(v_cust, t) for t in CUSTOMER_TABLES])
         reason[customer] = customer_reason[customer]
-        reason[soft] = self._soft_reason(enc, path, at_us, u[:, U_REASON])[soft]
+        hour = (at_us // 1_000_000 % 86_400) / 3_600.0
+        europe = np.isin(enc.region, [self.regions.index(r) for r in ("EU", "UK") if r in self.regions])
+        soft_pick = soft_reason(u[:, U_REASON], path["cross"], europe & enc.is_card & ~enc.three_ds, hour)
+        reason[soft] = soft_pick[soft]
 
         status = np.select([approved, timeout, system], [0, 3, 2], 1)
         has_reason = reason < len(REASONS)
@@ -434,19 +389,6 @@ class World:
         for column, values in self.costs(enc, psp_index, approved).items():
             out[column] = values
         return out
-
-    def _soft_reason(self, enc: Encoded, path: dict, at_us: np.ndarray, u: np.ndarray) -> np.ndarray:
-        """Soft-decline reason: do-not-honour mostly; 'not permitted' cross-border; SCA without 3-D Secure
-        in Europe; issuer unavailable at night."""
-        weights = np.tile(_SOFT_BASE, (enc.n, 1))
-        hour = (at_us // 1_000_000 % 86_400) / 3_600.0
-        weights[:, 2] += 0.15 * ((hour >= 1) & (hour < 5))
-        weights[:, 4] += 0.35 * path["cross"]
-        europe = np.isin(enc.region, [self.regions.index(r) for r in ("EU", "UK") if r in self.regions])
-        weights[:, 5] += 0.25 * (europe & enc.is_card & ~enc.three_ds)
-        cumulative = np.cumsum(weights, axis=1) / weights.sum(axis=1, keepdims=True)
-        pick = np.minimum((u[:, None] >= cumulative).sum(axis=1), len(_SOFT) - 1)
-        return np.array([_R[r] for r in _SOFT])[pick]
 
     def costs(self, enc: Encoded, psp_index: np.ndarray, approved: np.ndarray) -> dict[str, np.ndarray]:
         """Fee and FX cost per attempt in the transaction currency and in EUR (the catalogue's fee rule)."""

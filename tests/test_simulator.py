@@ -247,7 +247,7 @@ def test_choice_frequencies_match_propensities(history):
 def test_eligibility_by_profile_equals_the_catalogue_rules(history, catalog):
     """The simulator's per-profile shortcut gives exactly ``catalog.eligibility_matrix``, amounts on
     the limits included."""
-    from payroute.simulator.world import eligibility_by_profile
+    from payroute.simulator.eligibility import eligibility_by_profile
 
     tx = history.transactions.iloc[:5_000].copy()
     limits = sorted({float(v) for p in catalog.psps for v in (p.amount_limits.min_eur, p.amount_limits.max_eur)})
