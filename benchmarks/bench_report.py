@@ -21,10 +21,12 @@ def simulated_history(directory: Path, attempts: int, seed: int) -> Path:
     from payroute.simulator.config import SimulationConfig
     from payroute.simulator.history import simulate_history, write_history
 
-    marker = directory / f"attempts-{attempts}-seed-{seed}.done"
+    config = SimulationConfig(n_transactions=int(attempts / ATTEMPTS_PER_TRANSACTION), days=30)
+    marker = directory / f"transactions-{config.n_transactions}-seed-{seed}.done"
     if marker.exists():
         return directory
-    config = SimulationConfig(n_transactions=int(attempts / ATTEMPTS_PER_TRANSACTION), days=30)
+    for stale in directory.glob("*.done"):
+        stale.unlink()
     began = time.perf_counter()
     write_history(simulate_history(config, seed=seed), directory)
     print(f"simulated {config.n_transactions:,} transactions in {time.perf_counter() - began:.1f} s (not timed)")
