@@ -20,7 +20,13 @@ from payroute.simulator.config import (
     default_incidents,
 )
 from payroute.simulator.draws import N_DRAWS, attempt_draws
-from payroute.simulator.history import SimulatedHistory, approval_summary, simulate_history, write_history
+from payroute.simulator.history import (
+    SimulatedHistory,
+    approval_summary,
+    chargeback_probability,
+    simulate_history,
+    write_history,
+)
 from payroute.simulator.logging_policy import LoggingPolicy
 from payroute.simulator.world import World
 
@@ -36,6 +42,7 @@ __all__ = [
     "World",
     "approval_summary",
     "attempt_draws",
+    "chargeback_probability",
     "default_incidents",
     "simulate_history",
     "write_history",

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from payroute.catalog import Catalog, dump_catalog, load_catalog
 from payroute.history import CATALOG_FILE, write_table
-from payroute.simulator.config import SimulationConfig
+from payroute.simulator.config import ChargebackSettings, SimulationConfig
 from payroute.simulator.logging_policy import LoggingPolicy, choose
 from payroute.simulator.frames import string_column
 from payroute.simulator.world import World
@@ -157,6 +157,20 @@ def _cascade(world: World, encoded, eligible: np.ndarray, probabilities: np.ndar
     return attempts[list(ATTEMPT_COLUMNS)], attempts["_row"].to_numpy()
 
 
+def chargeback_probability(paid: pd.DataFrame, psp: np.ndarray, settings: ChargebackSettings) -> np.ndarray:
+    """Probability that each approved payment is disputed: vertical rate × PSP factor × customer-risk
+    factor (mean one), × 0.3 for non-card methods. ``paid``: transactions (with ``_customer_risk`` if
+    known); ``psp``: the approving PSP per row."""
+    risk = paid["_customer_risk"].to_numpy(dtype=float) if "_customer_risk" in paid else np.zeros(len(paid))
+    rate = (
+        paid["vertical"].map(settings.vertical_rates).fillna(0.004).to_numpy(dtype=float)
+        * pd.Series(np.asarray(psp, dtype=object)).map(settings.psp_factors).fillna(1.0).to_numpy(dtype=float)
+        * np.exp(0.7 * risk - 0.5 * (0.7 * 0.6) ** 2)  # mean one over the customer-risk distribution
+        * np.where(paid["payment_method"].to_numpy() == "card", 1.0, 0.3)
+    )
+    return np.clip(rate, 0.0, 1.0)
+
+
 def _chargebacks(transactions: pd.DataFrame, attempts: pd.DataFrame, rows: np.ndarray, config: SimulationConfig,
                  rng: np.random.Generator) -> pd.DataFrame:
     """Chargebacks on approved payments: rate by vertical × PSP factor × customer risk, days later.
@@ -164,15 +178,8 @@ def _chargebacks(transactions: pd.DataFrame, attempts: pd.DataFrame, rows: np.nd
     settings = config.chargebacks
     approved = (attempts["status"] == "approved").to_numpy()
     paid = transactions.iloc[rows[approved]]
-    psp = attempts["psp"].to_numpy()[approved]
-    risk = paid["_customer_risk"].to_numpy(dtype=float)
-    rate = (
-        paid["vertical"].map(settings.vertical_rates).fillna(0.004).to_numpy(dtype=float)
-        * pd.Series(psp).map(settings.psp_factors).fillna(1.0).to_numpy(dtype=float)
-        * np.exp(0.7 * risk - 0.5 * (0.7 * 0.6) ** 2)  # mean one over the customer-risk distribution
-        * np.where(paid["payment_method"].to_numpy() == "card", 1.0, 0.3)
-    )
-    hit = rng.random(len(paid)) < np.clip(rate, 0, 1)
+    rate = chargeback_probability(paid, attempts["psp"].to_numpy()[approved], settings)
+    hit = rng.random(len(paid)) < rate
     disputed = paid[hit]
     paid_at = attempts["timestamp"][approved][hit]
     spread = max(settings.mean_delay_days - settings.min_delay_days, 1e-6)
@@ -224,4 +231,4 @@ def approval_summary(attempts: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-__all__ = ["SimulatedHistory", "simulate_history", "write_history", "approval_summary"]
+__all__ = ["SimulatedHistory", "approval_summary", "chargeback_probability", "simulate_history", "write_history"]

@@ -342,14 +342,21 @@ def test_chargebacks_only_on_approved_payments_and_after_them(history):
     np.testing.assert_array_equal(chargebacks["amount"].to_numpy(), amounts)
 
 
-def test_chargeback_rates_differ_by_vertical(catalog):
-    """Forex disputes more than e-commerce (configured 0.9 % vs 0.3 %), seed 5, 60,000 transactions."""
-    history = simulate_history(SimulationConfig(n_transactions=60_000, days=3, incidents=()), catalog, seed=5)
-    approved = history.attempts[history.attempts["status"] == "approved"].merge(
-        history.transactions[["id", "vertical"]], left_on="transaction_id", right_on="id")
-    approved["disputed"] = approved["transaction_id"].isin(history.chargebacks["transaction_id"])
-    rate = approved.groupby("vertical")["disputed"].mean()
-    assert rate["forex"] > 1.8 * rate["ecommerce"]
+def test_chargeback_rates_differ_by_vertical_and_psp(history):
+    """The dispute probability follows the configured vertical rates and PSP factors exactly, and the
+    simulated count matches the sum of probabilities within 4 Poisson standard deviations (seed 11)."""
+    from payroute.simulator.history import chargeback_probability
+
+    settings = CONFIG.chargebacks
+    probe = pd.DataFrame({"vertical": ["forex", "ecommerce", "forex"], "payment_method": ["card"] * 3,
+                          "_customer_risk": [0.0] * 3})
+    p = chargeback_probability(probe, np.array(["euroacq", "euroacq", "riskshield"]), settings)
+    assert p[0] / p[1] == pytest.approx(settings.vertical_rates["forex"] / settings.vertical_rates["ecommerce"])
+    assert p[2] / p[0] == pytest.approx(settings.psp_factors["riskshield"] / settings.psp_factors["euroacq"])
+    approved = history.attempts[history.attempts["status"] == "approved"]
+    paid = history.transactions.set_index("id").loc[approved["transaction_id"]]
+    expected = chargeback_probability(paid, approved["psp"].to_numpy(), settings).sum()
+    assert abs(len(history.chargebacks) - expected) < 4 * np.sqrt(expected)
 
 
 # ------------------------------------------------------------------------------------------ CLI
