@@ -25,6 +25,7 @@ from payroute.contracts import (
 from payroute.history import read_history
 from payroute.simulator import (
     Incident,
+    NewPsp,
     SimulationConfig,
     World,
     default_incidents,
@@ -255,6 +256,18 @@ def test_eligibility_by_profile_equals_the_catalogue_rules(history, catalog):
     tx.loc[tx.index[edge], "currency"] = "EUR"
     tx.loc[tx.index[edge], "amount"] = np.repeat(limits, 3) + np.tile([-0.01, 0.0, 0.01], len(limits))
     np.testing.assert_array_equal(eligibility_by_profile(catalog, tx), catalog.eligibility_matrix(tx)[0])
+
+
+def test_new_psp_is_not_routed_before_it_goes_live(catalog):
+    config = SimulationConfig(n_transactions=4_000, days=2, incidents=(),
+                              new_psp=NewPsp(name="budgetpay", available_from=CONFIG.start + dt.timedelta(days=1)))
+    history = simulate_history(config, catalog, seed=2)
+    chosen = history.attempts[history.attempts["psp"] == "budgetpay"]
+    assert len(chosen) > 20
+    assert (chosen["timestamp"] >= config.new_psp.available_from).all()
+    offered = history.logging_probabilities[history.logging_probabilities["psp"] == "budgetpay"]
+    offered_at = history.transactions.set_index("id").loc[offered["transaction_id"], "timestamp"]
+    assert (offered_at >= config.new_psp.available_from).all()
 
 
 def test_every_chosen_psp_is_eligible(history, catalog):
