@@ -50,6 +50,19 @@ class KeyRecord:
     inquiries: int = 0
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client vanishing mid-request (a killed dispatcher, a timed-out call) is normal here."""
+
+    daemon_threads = True
+    request_queue_size = 256
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 class SandboxPsp:
     """One sandbox PSP server. ``start()`` binds an ephemeral loopback port; ``url`` is its base URL."""
 
@@ -69,8 +82,7 @@ class SandboxPsp:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, port: int = 0) -> "SandboxPsp":
-        server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
-        server.daemon_threads = True
+        server = _QuietServer(("127.0.0.1", port), _Handler)
         server.psp = self  # type: ignore[attr-defined]
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},

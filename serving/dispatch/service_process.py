@@ -64,8 +64,22 @@ class ServiceProcess:
         raise RuntimeError(f"scoring service not ready in {timeout_s}s; see {self.log_path}")
 
     def kill(self) -> None:
-        """SIGKILL the service's process group (it was started in its own session)."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        """SIGKILL the service and every descendant: BentoML starts its workers in sessions of their own,
+        so killing the process group alone would leave them running (and answering)."""
+        import psutil  # installed with BentoML
+
+        if self.process is None:
+            return
+        try:
+            root = psutil.Process(self.process.pid)
+            family = [*root.children(recursive=True), root]
+        except psutil.NoSuchProcess:
+            family = []
+        for member in family:
+            try:
+                member.send_signal(signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(family, timeout=10)
+        self.process.wait(timeout=10)
         self.process = None
