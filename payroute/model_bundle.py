@@ -434,8 +434,13 @@ def load_registered(
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    from mlflow.exceptions import MlflowException
+
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    version = client.get_model_version_by_alias(name, alias)
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except MlflowException as error:
+        raise LookupError(f"no version of registered model '{name}' has alias '{alias}' in {tracking_uri}") from error
     target = Path(dst_path) if dst_path is not None else Path(tempfile.mkdtemp(prefix="payroute-bundle-"))
     local = mlflow.artifacts.download_artifacts(
         artifact_uri=f"models:/{name}/{version.version}", dst_path=str(target), tracking_uri=tracking_uri

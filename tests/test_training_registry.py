@@ -114,3 +114,10 @@ def test_registered_pyfunc_serves_the_same_probabilities(store):
         {c: float for c in SYNTHETIC_SPEC.feature_names if c not in SYNTHETIC_SPEC.categorical_features}
     )
     np.testing.assert_array_equal(np.asarray(model.predict(features)), frame["p_model"].to_numpy())
+
+
+def test_loading_an_unknown_alias_names_model_and_alias(store):
+    from payroute.model_bundle import load_registered
+
+    with pytest.raises(LookupError, match="registered model 'payroute' has alias 'challenger'"):
+        load_registered(store["uri"], alias="challenger")
