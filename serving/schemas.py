@@ -42,7 +42,7 @@ EXAMPLE_TRANSACTION: dict[str, Any] = {
 class RankRequest(ContractModel):
     """Body of ``POST /rank``: one transaction to route."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"transaction": EXAMPLE_TRANSACTION}]})
+    model_config = ConfigDict(json_schema_extra={"example": {"transaction": EXAMPLE_TRANSACTION}})
 
     transaction: Transaction
 

@@ -91,11 +91,14 @@ class PayrouteService:
         self.metrics = ServiceMetrics()
         self.core = ScoringCore(self.catalog, self.settings.state_dir, self.metrics, seed=self.settings.seed)
         self.source = ModelSource(self.settings.models_dir, self.settings.tracking_uri)
-        self.replayed = self.core.restore()
         self._feedback_lock = asyncio.Lock()
+        # One thread owns the learning state (router, features): ranking and learning never interleave,
+        # and the event loop stays free, so waiting requests count against max_concurrency (fast 429).
+        self._state_limiter: anyio.CapacityLimiter | None = None
         self._tasks: list[asyncio.Task] = []
         self._reload_failed: str | None = None
-        self.reload_model()
+        self.reload_model()  # before replay: the bandit's baselines come from the model
+        self.replayed = self.core.restore()
         self.started_at = time.time()
         logger.info(
             "payroute service ready: model %s, %d outcomes replayed, state in %s",
@@ -107,12 +110,14 @@ class PayrouteService:
     @bentoml.api(route="/rank", input_spec=RankRequest, output_spec=RankResponse)
     async def rank(self, transaction: Transaction) -> RankResponse:
         """Rank the eligible PSPs for one transaction (fail-open: degraded static order without a model)."""
-        return to_response(self.core.rank(transaction))
+        return await self._in_state(lambda: to_response(self.core.rank(transaction)))
 
     @bentoml.api(route="/rank_batch", input_spec=RankBatchRequest, output_spec=RankBatchResponse)
     async def rank_batch(self, transactions: list[Transaction]) -> RankBatchResponse:
         """Rank many transactions at once; decisions in request order."""
-        return RankBatchResponse(decisions=[to_response(d) for d in self.core.rank_many(transactions)])
+        return await self._in_state(
+            lambda: RankBatchResponse(decisions=[to_response(d) for d in self.core.rank_many(transactions)])
+        )
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest, output_spec=FeedbackAck)
     async def feedback(self, **fields: Any) -> FeedbackAck:
@@ -122,7 +127,7 @@ class PayrouteService:
         record = await anyio.to_thread.run_sync(self.core.outcome_record, outcome, request.decision_id)
         async with self._feedback_lock:  # log order == learning order, as in replay
             result = await anyio.to_thread.run_sync(self.core.outcomes.append, record)
-            learned = result.status == "recorded" and self.core.learn(result.sequence, record)
+            learned = result.status == "recorded" and await self._in_state(self.core.learn, result.sequence, record)
         self.metrics.feedback.labels(result.status).inc()
         if result.status == "conflict":
             return JSONResponse(  # type: ignore[return-value]
@@ -228,9 +233,14 @@ class PayrouteService:
     async def _snapshot(self) -> None:
         async with self._feedback_lock:
             try:
-                self.core.snapshot()
+                await self._in_state(self.core.snapshot)
             except Exception:
                 logger.exception("state snapshot failed")
+
+    async def _in_state(self, function, *args):
+        if self._state_limiter is None:
+            self._state_limiter = anyio.CapacityLimiter(1)
+        return await anyio.to_thread.run_sync(function, *args, limiter=self._state_limiter)
 
     async def _every(self, seconds: float, job) -> None:
         while True:
