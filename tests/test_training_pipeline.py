@@ -135,3 +135,15 @@ def test_data_hash_changes_with_content(table):
     changed = table.copy()
     changed.loc[5, "label"] = 1 - changed.loc[5, "label"]
     assert data_hash(changed) != data_hash(table)
+
+
+def test_sample_keeps_whole_transactions_and_is_seeded():
+    from payroute.training.workflow import sample_transactions
+
+    frame = pd.DataFrame({"transaction_id": ["a", "a", "b", "c", "c", "c", "d"], "attempt": [1, 2, 1, 1, 2, 3, 1]})
+    sampled = sample_transactions(frame, 2, seed=4)
+    assert sampled["transaction_id"].nunique() == 2
+    counts = frame["transaction_id"].value_counts()
+    assert all(counts[t] == n for t, n in sampled["transaction_id"].value_counts().items())
+    pd.testing.assert_frame_equal(sampled, sample_transactions(frame, 2, seed=4))
+    assert sample_transactions(frame, None, seed=4) is frame
