@@ -147,3 +147,29 @@ def test_sample_keeps_whole_transactions_and_is_seeded():
     assert all(counts[t] == n for t, n in sampled["transaction_id"].value_counts().items())
     pd.testing.assert_frame_equal(sampled, sample_transactions(frame, 2, seed=4))
     assert sample_transactions(frame, None, seed=4) is frame
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"method": "beta"}, "method must be one of"),
+        ({"folds": 1}, "folds must be an int >= 2"),
+        ({"folds": 2.5}, "folds must be an int >= 2"),
+    ],
+)
+def test_calibrator_parameters_are_validated_at_fit(params, message):
+    from payroute.training.calibration import ApprovalCalibrator
+
+    with pytest.raises(ValueError, match=message):
+        ApprovalCalibrator(**params).fit(np.array([0.2, 0.8]), np.array([0.0, 1.0]))
+
+
+def test_calibrator_with_a_fixed_method_fits_that_method():
+    from payroute.training.calibration import ApprovalCalibrator
+
+    rng = np.random.default_rng(2)
+    raw = rng.uniform(0.05, 0.95, 4_000)
+    label = (rng.random(raw.size) < raw).astype(float)
+    fitted = ApprovalCalibrator(method="isotonic").fit(raw, label)
+    assert fitted.calibrator_.method == "isotonic"
+    assert np.all(np.diff(fitted.predict(np.sort(raw))) >= 0)  # monotone

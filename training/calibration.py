@@ -70,3 +70,35 @@ def choose_calibrator(raw_probability: np.ndarray, label: np.ndarray, folds: int
         scores[method] = float(np.mean(losses)) if losses else float("inf")
     best = min(CALIBRATION_METHODS, key=lambda m: (scores[m], m != "platt"))
     return CalibrationChoice(FITTERS[best](raw_probability, label), scores)
+
+
+class ApprovalCalibrator:
+    """scikit-learn-style wrapper: ``fit(raw, label)`` chooses (``method="auto"``) or fits one map.
+
+    Learned state: ``calibrator_`` (a JSON-serialisable :class:`Calibrator`), ``cv_log_loss_``.
+    """
+
+    _parameter_constraints = {"method": ("auto", *CALIBRATION_METHODS), "folds": "int >= 2"}
+
+    def __init__(self, *, method: str = "auto", folds: int = 5) -> None:
+        self.method = method
+        self.folds = folds
+
+    def fit(self, raw_probability: np.ndarray, label: np.ndarray) -> "ApprovalCalibrator":
+        if self.method not in self._parameter_constraints["method"]:
+            raise ValueError(f"method must be one of {self._parameter_constraints['method']}, got {self.method!r}")
+        if not isinstance(self.folds, int) or self.folds < 2:
+            raise ValueError(f"folds must be an int >= 2, got {self.folds!r}")
+        raw_probability = np.asarray(raw_probability, dtype=float)
+        label = np.asarray(label, dtype=float)
+        if raw_probability.shape != label.shape or raw_probability.ndim != 1:
+            raise ValueError("raw_probability and label must be 1-D arrays of the same length")
+        if self.method == "auto":
+            choice = choose_calibrator(raw_probability, label, folds=self.folds)
+            self.calibrator_, self.cv_log_loss_ = choice.calibrator, choice.cv_log_loss
+        else:
+            self.calibrator_, self.cv_log_loss_ = FITTERS[self.method](raw_probability, label), {}
+        return self
+
+    def predict(self, raw_probability: np.ndarray) -> np.ndarray:
+        return self.calibrator_.apply(raw_probability)
