@@ -58,15 +58,13 @@ def cascade_order(
     the retry factor) for PSPs whose acquiring regions overlap an earlier position's
     (``overlap[i, j]``: PSPs i and j share a region); demoted PSPs go last. Arrays have shape (m,) or (m, m).
     """
+    plain, after, overlaps, down = score.tolist(), score_after_same_region_decline.tolist(), overlap.tolist(), demoted.tolist()
     order = [first]
-    remaining = [j for j in range(len(score)) if j != first]
-    penalised = overlap[first].copy()
+    remaining = [j for j in range(len(plain)) if j != first]
+    penalised = list(overlaps[first])
     while remaining:
-        best = max(
-            remaining,
-            key=lambda j: (not demoted[j], score_after_same_region_decline[j] if penalised[j] else score[j]),
-        )
+        best = max(remaining, key=lambda j: (not down[j], after[j] if penalised[j] else plain[j]))
         order.append(best)
         remaining.remove(best)
-        penalised |= overlap[best]
+        penalised = [a or b for a, b in zip(penalised, overlaps[best])]
     return order

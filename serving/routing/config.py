@@ -32,6 +32,8 @@ class RoutingConfig:
         exploration_cap: max expected approval (absolute probability) given up per decision versus
         the greedy choice; min_propensity: floor on every eligible PSP's probability of being first.
         propensity_samples: K posterior draws per decision for the first-place distribution.
+        normal_approximation_strength: posteriors with κ at least this are drawn from the
+        moment-matched normal instead of the Beta (inf: always Beta).
     Health guard
         burst_errors: consecutive errors/timeouts that demote a PSP; error_rate_threshold over an
         EWMA (``error_ewma_alpha``) also demotes once ``min_health_events`` were seen;
@@ -63,6 +65,7 @@ class RoutingConfig:
     exploration_cap: float = 0.02
     min_propensity: float = 0.01
     propensity_samples: int = 128
+    normal_approximation_strength: float = 20.0
     burst_errors: int | None = 5
     error_rate_threshold: float = 0.5
     error_ewma_alpha: float = 0.1
@@ -102,6 +105,7 @@ _CHECKS: tuple[tuple[Any, str], ...] = (
     (lambda c: 0 <= c.exploration_cap <= 1, "exploration_cap in [0, 1]"),
     (lambda c: 0 <= c.min_propensity <= 0.1, "min_propensity in [0, 0.1]"),
     (lambda c: c.propensity_samples >= 1, "propensity_samples must be >= 1"),
+    (lambda c: c.normal_approximation_strength > 0, "normal_approximation_strength must be > 0"),
     (lambda c: c.burst_errors is None or c.burst_errors >= 1, "burst_errors must be >= 1 or None"),
     (lambda c: 0 < c.error_rate_threshold <= 1 and 0 < c.error_ewma_alpha <= 1, "health rates in (0, 1]"),
     (lambda c: 0 <= c.probe_rate <= 0.2, "probe_rate in [0, 0.2]"),

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from payroute.contracts import AttemptStatus
 
 HEALTHY = "healthy"
@@ -65,6 +67,7 @@ class HealthGuard:
     def __init__(self, config: Any) -> None:
         self.config = config
         self._health: dict[str, PspHealth] = {}
+        self._demoted: set[str] = set()
 
     def state(self, psp: str) -> PspHealth:
         return self._health.get(psp, _HEALTHY)
@@ -72,6 +75,12 @@ class HealthGuard:
     def is_demoted(self, psp: str) -> bool:
         health = self._health.get(psp)
         return health is not None and health.state == DEMOTED
+
+    def demoted_mask(self, psps: list[str]) -> np.ndarray:
+        """Boolean mask over ``psps``: which are demoted (cheap when none is)."""
+        if not self._demoted:
+            return np.zeros(len(psps), dtype=bool)
+        return np.fromiter((p in self._demoted for p in psps), dtype=bool, count=len(psps))
 
     def observe(self, psp: str, status: AttemptStatus, now: float) -> PspHealth:
         c = self.config
@@ -83,6 +92,7 @@ class HealthGuard:
             min_events=c.min_health_events, recovery_successes=c.recovery_successes,
         )
         self._health[psp] = health
+        (self._demoted.add if health.state == DEMOTED else self._demoted.discard)(psp)
         return health
 
     def to_json(self) -> dict[str, Any]:
@@ -90,6 +100,7 @@ class HealthGuard:
 
     def load_json(self, data: Mapping[str, Mapping[str, Any]]) -> None:
         self._health = {psp: PspHealth(**values) for psp, values in data.items()}
+        self._demoted = {psp for psp, health in self._health.items() if health.state == DEMOTED}
 
 
 _HEALTHY = PspHealth()

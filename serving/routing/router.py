@@ -137,12 +137,13 @@ class Router:
         evidence, residual = self.posterior.evidence(segment, now)
         mean, strength = posterior(prior, prior_strength, evidence[index], residual[index])
 
-        demoted = np.fromiter((self.health.is_demoted(p) for p in eligible), dtype=bool, count=len(eligible))
+        demoted = self.health.demoted_mask(eligible)
         score_of = self._scorer(objective, terms)
         c = self.config
         policy = first_place_policy(
             mean, strength, ~demoted, score_of, self._rng, samples=c.propensity_samples,
             exploration_cap=c.exploration_cap, min_propensity=c.min_propensity, probe_rate=c.probe_rate,
+            normal_strength=c.normal_approximation_strength,
         )
         first = draw_first(policy.probabilities, self._rng)
         mean_scores = score_of(mean)
@@ -238,11 +239,12 @@ class Router:
         """Per PSP: model probability, posterior adjustment (posterior mean − prior mean, after any cascade
         factor), evidence, health, cost components."""
         model = np.where(known, model_probability, np.nan)
+        costs = np.round(
+            np.stack([terms.fee_if_approved, terms.fx_if_approved, terms.fee_if_declined, terms.chargeback_if_approved]), 4
+        ).tolist()
         columns = zip(
             model.tolist(), np.round(np.where(known, mean - prior, np.nan), 6).tolist(), np.round(evidence, 3).tolist(),
-            np.round(terms.fee_if_approved, 4).tolist(), np.round(terms.fx_if_approved, 4).tolist(),
-            np.round(terms.fee_if_declined, 4).tolist(), np.round(terms.chargeback_if_approved, 4).tolist(),
-            demoted.tolist(), same_region.tolist(),
+            *costs, demoted.tolist(), same_region.tolist(),
         )
         value = (Reason("value_eur", round(terms.value_if_approved, 4)),) if objective == "expected_value" else ()
         region = (Reason("same_region_as_declined", self.config.same_region_retry_factor),)
