@@ -79,10 +79,9 @@ def fold(state: np.ndarray, event_us: int, weights: np.ndarray, rates: np.ndarra
         state[1:] += weights * np.exp(rates * age_s)
 
 
-def read(states: np.ndarray, at_us: int, rates: np.ndarray) -> np.ndarray:
-    """Values of states (rows ``[reference µs, values...]``) decayed to ``at_us``; shape (rows, C)."""
-    age_s = (at_us - states[:, :1]) / US_PER_S
-    return states[:, 1:] * np.exp(-rates * age_s)
+def read(values: np.ndarray, reference_us: np.ndarray, at_us: int, rates: np.ndarray) -> np.ndarray:
+    """State values (rows, C) kept at their reference times (µs, broadcastable) decayed to ``at_us``."""
+    return values * np.exp(-rates * ((at_us - reference_us) / US_PER_S))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -91,16 +90,16 @@ def read(states: np.ndarray, at_us: int, rates: np.ndarray) -> np.ndarray:
 
 
 def grouped_cumsum(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
-    """Cumulative sums of ``values`` (rows, C) restarting at each group (pandas' Cython kernel).
+    """Cumulative sums of ``values`` (rows, C, C-contiguous) restarting at each group, in place
+    (pandas' Cython kernel reads each value before writing its sum).
 
     A global cumsum minus each group's offset would lose the small groups' precision next to big ones.
     """
     try:
         from pandas._libs.groupby import group_cumsum
 
-        out = np.empty(values.shape)
-        group_cumsum(out, np.ascontiguousarray(values), group.astype(np.intp, copy=False), n_groups, False, True)
-        return out
+        group_cumsum(values, values, group.astype(np.intp, copy=False), n_groups, False, True)
+        return values
     except (ImportError, TypeError, ValueError):  # internal kernel moved: the public, slower route
         return pd.DataFrame(values).groupby(group, sort=False).cumsum().to_numpy()
 
@@ -133,7 +132,7 @@ def decayed_sums_at_queries(
     stamped strictly before it.
 
     ``keys``: int codes of the timeline's rows (events, then queries unless self-queried);
-    ``event_weights``: (n, C); ``half_lives``: (C,) seconds. Returns (q, C), column-major.
+    ``event_weights``: (n, C); ``half_lives``: (C,) seconds. Returns (q, C).
     """
     n = timeline.n_events
     by_time_keys = keys[timeline.by_time]
@@ -158,11 +157,10 @@ def decayed_sums_at_queries(
         event_rows, query_rows = np.flatnonzero(is_event), np.flatnonzero(~is_event)
         event_index, query_index = order[event_rows], order[query_rows] - n
         prefix = query_rows  # a query row's own running sum holds exactly the events before it
-    result = np.empty((timeline.n_queries, len(half_lives)), order="F")
+    sorted_weights = np.ascontiguousarray(event_weights)[event_index]  # (events, C) in scan order
+    in_scan_order = np.empty((len(query_rows), len(half_lives)))
     # Half-lives whose time blocks split the rows identically share one grouped cumulative sum.
     plans: dict[bytes, tuple[np.ndarray, list]] = {}
-    rate_of: dict[int, float] = {}
-    width_of: dict[int, float] = {}
     for half_life in np.unique(half_lives):
         rate = float(decay_rate(half_life))
         width_us = int(round(BLOCK_UNITS / rate * US_PER_S))
@@ -171,35 +169,32 @@ def decayed_sums_at_queries(
         new_group = key_change.copy()
         new_group[1:] |= block[1:] != block[:-1]
         entry = plans.setdefault(np.packbits(new_group).tobytes(), (new_group, []))
-        entry[1].append((np.flatnonzero(half_lives == half_life), block, local))
-        for column in np.flatnonzero(half_lives == half_life):
-            rate_of[column], width_of[column] = rate, width_us / US_PER_S
+        entry[1].append((np.flatnonzero(half_lives == half_life), block, local, math.exp(-rate * width_us / US_PER_S)))
     for new_group, members in plans.values():
         group = np.cumsum(new_group) - 1
         starts = np.flatnonzero(new_group)
         ends = np.append(starts[1:], rows) - 1
-        n_columns = sum(len(columns) for columns, _, _ in members)
-        scaled = np.zeros((rows, n_columns))
+        columns = np.concatenate([member[0] for member in members])
+        scaled = np.zeros((rows, len(columns)))
+        scaled[event_rows] = sorted_weights[:, columns]
         j = 0
-        for columns, _, local in members:
-            growth = np.exp(local[event_rows])
-            for column in columns:
-                scaled[event_rows, j] = event_weights[event_index, column] * growth
-                j += 1
+        for member_columns, _, local, _ in members:
+            scaled[event_rows, j : j + len(member_columns)] *= np.exp(local[event_rows])[:, None]
+            j += len(member_columns)
         partial = grouped_cumsum(scaled, group, len(starts))
         query_group = group[query_rows]
-        has_prefix = prefix >= starts[query_group]
+        before = partial[np.maximum(prefix, 0)]
+        before[prefix < starts[query_group]] = 0.0
         j = 0
-        for columns, block, local in members:
+        for member_columns, block, local, block_decay in members:
             # Carry: the previous block's total for the same key, when that block is the adjacent one.
             adjacent = np.zeros(len(starts), dtype=bool)
             adjacent[1:] = (~key_change[starts[1:]]) & (block[starts[1:]] == block[starts[:-1]] + 1)
-            previous_end = ends[np.flatnonzero(adjacent) - 1]
-            decay = np.exp(-local[query_rows])
-            for column in columns:
-                carry = np.zeros(len(starts))
-                carry[adjacent] = partial[previous_end, j] * math.exp(-rate_of[column] * width_of[column])
-                before = np.where(has_prefix, partial[np.maximum(prefix, 0), j], 0.0)
-                result[query_index, column] = (before + carry[query_group]) * decay
-                j += 1
+            cols = slice(j, j + len(member_columns))
+            carry = np.zeros((len(starts), len(member_columns)))
+            carry[adjacent] = partial[ends[np.flatnonzero(adjacent) - 1], cols] * block_decay
+            in_scan_order[:, member_columns] = (before[:, cols] + carry[query_group]) * np.exp(-local[query_rows])[:, None]
+            j += len(member_columns)
+    result = np.empty((timeline.n_queries, len(half_lives)))
+    result[query_index] = in_scan_order
     return result

@@ -88,20 +88,49 @@ class ShrinkagePlan:
         )
         self.volume_columns = np.array(volumes, dtype=int)
         self.n_rates = position
+        self.level_stages = self._by_level(offsets)
+
+    def _by_level(self, offsets: dict) -> dict[str, tuple[_Stage, np.ndarray, np.ndarray]]:
+        """The same stages regrouped per level, with level-local counter columns: lets the offline
+        builder shrink one level as soon as its scan is done and drop its counters."""
+        by_level = {}
+        for level in self.spec.level_order:
+            if level not in self.spec.layouts:
+                continue
+            start = offsets[(level, *self.spec.layouts[level][0])]
+            stop = start + len(self.spec.layouts[level])
+            pick = [np.flatnonzero((stage.numerator >= start) & (stage.numerator < stop)) for stage in self.stages]
+            stage = _Stage(*(np.concatenate([getattr(st, f)[p] for st, p in zip(self.stages, pick)])
+                             for f in ("rate_columns", "numerator", "denominator", "parent", "prior", "strength")))
+            stage = _Stage(stage.rate_columns, stage.numerator - start, stage.denominator - start, stage.parent,
+                           stage.prior, stage.strength)
+            volume = np.flatnonzero((self.volume_columns >= start) & (self.volume_columns < stop))
+            by_level[level] = (stage, self.n_rates + volume, self.volume_columns[volume] - start)
+        return by_level
+
+    def level_features(self, level: str, counters: np.ndarray, out: np.ndarray) -> None:
+        """Write one level's rates and volumes into ``out`` (rows, history features) from its decayed
+        counters (rows, its layout); the parent levels' rates must already be in ``out``."""
+        stage, volume_out, volume_in = self.level_stages[level]
+        _apply(stage, counters, out)
+        out[:, volume_out] = counters[:, volume_in]
 
     def history_features(self, raw: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Raw decayed counters (rows, raw_width) → history features (rows, len(history_feature_names))."""
         rows = raw.shape[0]
         if out is None:
-            out = np.empty((rows, self.n_rates + len(self.volume_columns)))
-        rates = out[:, : self.n_rates]
+            out = np.empty((rows, self.n_rates + len(self.volume_columns)), order="F")
         for stage in self.stages:
-            if (stage.parent >= 0).any():
-                parent = np.where(stage.parent >= 0, rates[:, np.maximum(stage.parent, 0)], stage.prior)
-            else:
-                parent = stage.prior
-            rates[:, stage.rate_columns] = shrink(
-                raw[:, stage.numerator], raw[:, stage.denominator], parent, stage.strength
-            )
+            _apply(stage, raw, out)
         out[:, self.n_rates :] = raw[:, self.volume_columns]
         return out
+
+
+def _apply(stage: _Stage, counters: np.ndarray, out: np.ndarray) -> None:
+    """One stage of shrinkage: rates from counters and parent rates already in ``out``."""
+    if (stage.parent >= 0).any():
+        parent = np.where(stage.parent >= 0, out[:, np.maximum(stage.parent, 0)], stage.prior)
+    else:
+        parent = stage.prior
+    out[:, stage.rate_columns] = shrink(counters[:, stage.numerator], counters[:, stage.denominator], parent,
+                                        stage.strength)

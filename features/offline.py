@@ -13,6 +13,8 @@ there is no Python loop over rows.
 from __future__ import annotations
 
 import datetime as dt
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -26,6 +28,7 @@ from payroute.features.transforms import TRANSACTION_FIELDS, RequestContext, out
 from payroute.history import History
 
 _CHUNK_ROWS = 250_000
+_WORKERS = min(2, os.cpu_count() or 1)
 _TEXT_FIELDS = ("currency", "country", "payment_method", "card_network", "card_bin", "card_type",
                 "issuer_country", "vertical", "type")
 
@@ -36,23 +39,38 @@ def _categorical(series: pd.Series) -> pd.Series:
 
 
 def attempt_rows(history: History) -> pd.DataFrame:
-    """Attempts joined with their transaction, sorted by time (then transaction, attempt), with the
-    previous attempt's decline class of the same transaction and ``timestamp_us``."""
-    transactions = history.transactions[["id", *TRANSACTION_FIELDS]].rename(columns={"id": "transaction_id"})
-    transactions = transactions.assign(**{name: _categorical(transactions[name]) for name in _TEXT_FIELDS})
-    attempts = history.attempts[
-        ["transaction_id", "attempt", "psp", "timestamp", "status", "decline_class", "latency_ms", "propensity"]
-    ]
-    attempts = attempts.assign(**{name: _categorical(attempts[name]) for name in ("psp", "status", "decline_class")})
-    rows = attempts.merge(transactions, on="transaction_id", how="inner", validate="many_to_one")
-    rows["timestamp_us"] = series_to_us(rows["timestamp"])
-    rows = rows.sort_values(["timestamp_us", "transaction_id", "attempt"], kind="stable").reset_index(drop=True)
-    by_attempt = rows.sort_values(["transaction_id", "attempt"], kind="stable")
-    same_transaction = by_attempt["transaction_id"].eq(by_attempt["transaction_id"].shift()).to_numpy()
-    previous = by_attempt["decline_class"].shift()
-    previous[~same_transaction] = np.nan
-    rows["previous_decline_class"] = previous.reindex(rows.index)
-    return rows
+    """Attempts joined with their transaction (attempts of unknown transactions are dropped), sorted
+    by time, then the transaction's position in the history, then attempt number; with
+    ``timestamp_us`` and the previous attempt's decline class of the same transaction."""
+    transactions, attempts = history.transactions, history.attempts
+    position = pd.Index(transactions["id"]).get_indexer(attempts["transaction_id"])
+    known = np.flatnonzero(position >= 0)
+    position = position[known]
+    timestamp_us = series_to_us(attempts["timestamp"]).take(known)
+    attempt = attempts["attempt"].to_numpy().take(known)
+    decline_class = _categorical(attempts["decline_class"]).take(known)
+    # previous attempt's decline class, found in (transaction, attempt) order
+    by_attempt = np.lexsort((attempt, position))
+    codes = decline_class.cat.codes.to_numpy()[by_attempt]
+    previous = np.full(len(codes), -1, dtype=codes.dtype)
+    previous[1:] = np.where(position[by_attempt][1:] == position[by_attempt][:-1], codes[:-1], -1)
+    previous_codes = np.empty_like(previous)
+    previous_codes[by_attempt] = previous
+    order = np.lexsort((attempt, position, timestamp_us))
+    rows = known[order]
+    columns: dict[str, object] = {
+        name: _categorical(attempts[name]).array.take(rows) if name in ("psp", "status", "decline_class")
+        else attempts[name].array.take(rows)
+        for name in ("transaction_id", "psp", "timestamp", "status", "decline_class", "latency_ms", "propensity")
+    }
+    columns["attempt"] = attempt[order]
+    columns["timestamp_us"] = timestamp_us[order]
+    columns["previous_decline_class"] = pd.Categorical.from_codes(previous_codes[order],
+                                                                  categories=decline_class.cat.categories)
+    for name in TRANSACTION_FIELDS:
+        column = _categorical(transactions[name]) if name in _TEXT_FIELDS else transactions[name]
+        columns[name] = column.array.take(position[order])
+    return pd.DataFrame(columns)
 
 
 def _columns(frame: pd.DataFrame) -> dict[str, object]:
@@ -84,17 +102,20 @@ def _level_keys(fields: list[np.ndarray]) -> np.ndarray:
     return combined.astype(np.int64)
 
 
-def history_matrix(
+def history_features(
     events: pd.DataFrame,
-    queries: dict[str, object],
+    queries: pd.DataFrame,
     query_us: np.ndarray,
     context: RequestContext,
     reporting_delay: dt.timedelta,
-) -> np.ndarray:
-    """Raw decayed counters (queries, plan.raw_width) of every level, point in time.
+    out: np.ndarray,
+) -> None:
+    """Write the history features of every query, point in time, into ``out`` (queries, history).
 
     ``events``: :func:`attempt_rows` with ``amount_band``; ``queries``: the key fields of each query
-    (``psp``, ``amount_band`` and the transaction fields), ``query_us``: each query's time.
+    (``psp``, ``amount_band`` and the transaction fields), ``query_us``: each query's time. Each
+    level is a sorted scan (two at a time: numpy and pandas' kernels release the GIL), shrunk as
+    soon as its parents are, so only a couple of levels' counters are ever held.
     """
     spec = context.spec
     plan = ShrinkagePlan(spec)
@@ -102,34 +123,39 @@ def history_matrix(
     weights = outcome_weights(events["status"], events["decline_class"], events["latency_ms"].to_numpy(dtype=float))
     self_queries = queries is events and delay == 0
     timeline = Timeline(events["timestamp_us"].to_numpy(), None if self_queries else np.asarray(query_us) - delay)
-    field_codes: dict[str, np.ndarray] = {}
-    raw = np.empty((len(query_us), plan.raw_width), order="F")
-    for level_name in spec.level_order:
-        layout = spec.layouts.get(level_name)
-        if not layout:
-            continue
-        fields = ("psp", *spec.level(level_name).fields)
-        for name in fields:
-            if name not in field_codes:
-                field_codes[name] = _codes(events[name], None if self_queries else queries[name])
-        keys = _level_keys([field_codes[name] for name in fields])
+    field_codes = {
+        name: _codes(events[name], None if self_queries else queries[name])
+        for name in {"psp", *(f for level in spec.levels for f in level.fields)}
+    }
+
+    def level_counters(level_name: str) -> np.ndarray:
+        layout = spec.layouts[level_name]
+        keys = _level_keys([field_codes[name] for name in ("psp", *spec.level(level_name).fields)])
         half_lives = np.array([h for _, h in layout])
         level_weights = weights[:, [COUNTERS.index(counter) for counter, _ in layout]]
         sums = decayed_sums_at_queries(timeline, keys, level_weights, half_lives)
-        start = plan.raw_offsets[(level_name, *layout[0])]
-        raw[:, start : start + len(layout)] = sums * np.exp(-decay_rate(half_lives) * delay / US_PER_S)
-    return raw
+        if delay:  # the sums are at the cutoff; age them to the query time
+            sums *= np.exp(-decay_rate(half_lives) * delay / US_PER_S)
+        return sums
+
+    levels = [name for name in spec.level_order if spec.layouts.get(name)]
+    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
+        pending = [pool.submit(level_counters, levels[0])]
+        for i, level_name in enumerate(levels):
+            if i + 1 < len(levels):
+                pending.append(pool.submit(level_counters, levels[i + 1]))
+            counters = pending[i].result()
+            pending[i] = None
+            for start in range(0, len(counters), _CHUNK_ROWS):
+                rows = slice(start, start + _CHUNK_ROWS)
+                plan.level_features(level_name, counters[rows], out[rows])
+            del counters
 
 
-def _feature_matrix(raw: np.ndarray, request: np.ndarray, spec: FeatureSpec) -> np.ndarray:
-    """Request features and history features side by side (rows, len(feature_names)), column-major."""
-    plan = ShrinkagePlan(spec)
-    n_request = request.shape[1]
-    out = np.empty((len(raw), len(spec.feature_names)), order="F")
-    out[:, :n_request] = request
-    for start in range(0, len(raw), _CHUNK_ROWS):
-        rows = slice(start, start + _CHUNK_ROWS)
-        out[rows, n_request:] = plan.history_features(raw[rows])
+def _feature_matrix(request: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """The output matrix (rows, len(feature_names)), column-major, request features filled in."""
+    out = np.empty((len(request), len(spec.feature_names)), order="F")
+    out[:, : request.shape[1]] = request
     return out
 
 
@@ -163,9 +189,10 @@ def build_training_table(
     columns = _columns(events)
     request = request_features(columns, events["psp"], context)
     events["amount_band"] = request[:, spec.numeric_request_features.index("amount_band")]
-    raw = history_matrix(events, events, events["timestamp_us"].to_numpy(), context, reporting_delay)
-    matrix = _feature_matrix(raw, request, spec)
-    del raw, request
+    matrix = _feature_matrix(request, spec)
+    del request
+    history_features(events, events, events["timestamp_us"].to_numpy(), context, reporting_delay,
+                     out=matrix[:, len(spec.numeric_request_features) + len(spec.categorical_features):])
     identity = {
         "transaction_id": events["transaction_id"].to_numpy(),
         "attempt": events["attempt"].to_numpy(),
@@ -202,9 +229,10 @@ def build_scoring_table(
     queries["previous_decline_class"] = pd.Series(np.full(len(queries), None, dtype=object))
     request = request_features(_columns(queries), queries["psp"], context)
     queries["amount_band"] = request[:, spec.numeric_request_features.index("amount_band")]
-    raw = history_matrix(events, queries, queries["timestamp_us"].to_numpy(), context, reporting_delay)
-    matrix = _feature_matrix(raw, request, spec)
-    del raw, request
+    matrix = _feature_matrix(request, spec)
+    del request
+    history_features(events, queries, queries["timestamp_us"].to_numpy(), context, reporting_delay,
+                     out=matrix[:, len(spec.numeric_request_features) + len(spec.categorical_features):])
     tried = (events.sort_values("attempt", kind="stable")
              .drop_duplicates(["transaction_id", "psp"])
              .astype({"psp": object})

@@ -120,7 +120,15 @@ class OnlineFeatureStore:
                     decay_rate(np.array([h for _, h in layout])),
                     self._plan.raw_offsets[(name, *layout[0])],
                 ))
-        self._empty = {name: np.zeros(len(rates) + 1) for name, _, _, rates, _ in self._levels}
+        self._empties = [np.zeros(len(rates) + 1) for _, _, _, rates, _ in self._levels]
+        # Column maps of a row of side-by-side level states onto the raw-counter layout of the plan.
+        widths = [len(rates) + 1 for _, _, _, rates, _ in self._levels]
+        starts = np.concatenate([[0], np.cumsum(widths)[:-1]])
+        self._reference_columns = np.concatenate([np.full(w - 1, s) for s, w in zip(starts, widths)])
+        self._value_columns = np.concatenate([np.arange(s + 1, s + w) for s, w in zip(starts, widths)])
+        self._rates = np.concatenate([rates for _, _, _, rates, _ in self._levels])
+        assert [start for *_, start in self._levels] == list(np.cumsum([0] + [w - 1 for w in widths])[:-1])
+        self._band_column = spec.numeric_request_features.index("amount_band")
         self._staged: list[tuple[int, int, tuple[str, ...], np.ndarray]] = []  # heap by timestamp
         self._sequence = 0
         self._cutoff_us = -(2**62)  # outcomes stamped before this are folded into the counters
@@ -128,12 +136,14 @@ class OnlineFeatureStore:
 
     # ------------------------------------------------------------------ keys
 
-    def _key_values(self, transaction: Mapping[str, Any]) -> dict[str, str]:
+    def _key_values(self, transaction: Mapping[str, Any], band: float | None = None) -> dict[str, str]:
         """The request fields that key levels group by, as strings ('' when missing)."""
         values = {name: "" if transaction.get(name) is None else str(transaction[name])
                   for name in ("country", "payment_method", "card_network", "issuer_country", "card_bin")}
-        eur = amount_eur(np.array([transaction["amount"]], dtype=float), [transaction["currency"]], self._context)
-        values["amount_band"] = str(int(amount_band(eur, self.spec)[0]))
+        if band is None:
+            eur = amount_eur(np.array([transaction["amount"]], dtype=float), [transaction["currency"]], self._context)
+            band = amount_band(eur, self.spec)[0]
+        values["amount_band"] = str(int(band))
         return values
 
     def _level_keys(self, psp: str, values: Mapping[str, str]) -> tuple[str, ...]:
@@ -181,21 +191,22 @@ class OnlineFeatureStore:
         at_us = _to_us(fields["timestamp"] if at is None else at)
         self._advance(at_us - self._delay_us)
         n = len(psps)
-        psp = list(psps)
-        columns: dict[str, Any] = {name: [fields.get(name)] * n for name in TRANSACTION_FIELDS}
-        columns["timestamp_us"] = np.full(n, at_us, dtype=np.int64)
-        columns["attempt"] = np.full(n, attempt)
-        columns["previous_decline_class"] = [_plain(previous_decline_class)] * n
+        columns: dict[str, Any] = {name: [fields.get(name)] for name in TRANSACTION_FIELDS}
+        columns["timestamp_us"] = np.array([at_us], dtype=np.int64)
+        columns["attempt"] = np.array([attempt])
+        columns["previous_decline_class"] = [_plain(previous_decline_class)]
         out = np.empty((n, len(self.spec.feature_names)))
-        out[:, : self._n_request] = request_features(columns, psp, self._context)
-        values = self._key_values(fields)
-        raw = np.empty((n, self._plan.raw_width))
-        for name, level_fields, _, rates, start in self._levels:
-            suffix = "".join("|" + values[f] for f in level_fields)
-            states = self.backend.get_many([f"{name}|{p}{suffix}" for p in psps])
-            empty = self._empty[name]
-            matrix = np.vstack([empty if s is None else s for s in states])
-            raw[:, start : start + len(rates)] = read(matrix, at_us, rates)
+        out[:, : self._n_request] = request_features(columns, list(psps), self._context)
+        values = self._key_values(fields, out[0, self._band_column])
+        suffixes = ["".join("|" + values[f] for f in level_fields) for _, level_fields, *_ in self._levels]
+        keys = [f"{name}|{p}{suffix}" for (name, *_), suffix in zip(self._levels, suffixes) for p in psps]
+        states = self.backend.get_many(keys)
+        empties = self._empties
+        # one row per PSP: [reference, values...] of every level, side by side
+        rows = [np.concatenate([states[i * n + j] if states[i * n + j] is not None else empties[i]
+                                for i in range(len(self._levels))]) for j in range(n)]
+        matrix = np.array(rows)
+        raw = read(matrix[:, self._value_columns], matrix[:, self._reference_columns], at_us, self._rates)
         self._plan.history_features(raw, out=out[:, self._n_request :])
         return out, self.spec.feature_names
 

@@ -60,7 +60,7 @@ def outcome_weights(status, decline_class, latency_ms) -> np.ndarray:
         "error_timeout": error_timeout,
         "latency_ms": np.asarray(latency_ms, dtype=float),
     }
-    weights = np.empty((len(approved), len(COUNTERS)), order="F")
+    weights = np.empty((len(approved), len(COUNTERS)))
     for j, name in enumerate(COUNTERS):
         weights[:, j] = columns[name]
     return weights
@@ -172,24 +172,31 @@ def request_features(columns: Mapping[str, object], psp, context: RequestContext
     ``card_network``, ``card_type``, ``issuer_country``, ``vertical``, ``type``, ``three_ds``,
     ``first_deposit``), plus ``timestamp_us`` (of the attempt), ``attempt`` and
     ``previous_decline_class``; ``psp``: the candidate PSP of each row. Text columns are pandas
-    Series offline and short sequences online; numeric columns are arrays.
+    Series offline and short sequences online; numeric columns are arrays. Online, the transaction
+    columns may hold one row, broadcast over the candidate PSPs.
     """
     spec = context.spec
+    n = len(psp)
+
+    def rows(column):  # one transaction row against n PSPs (online)
+        return column * n if isinstance(column, list) and len(column) == 1 and n > 1 else column
+
     eur = amount_eur(columns["amount"], columns["currency"], context)
     hour, weekday = local_time(columns["timestamp_us"], columns["country"], context)
     numeric = {
         "amount_eur": eur,
         "log_amount_eur": np.log1p(eur),
         "amount_band": amount_band(eur, spec),
-        "cross_border": lookup([psp, columns["issuer_country"], columns["country"]], context.cross_border, context),
-        "needs_fx": lookup([psp, columns["currency"]], context.needs_fx, context),
+        "cross_border": lookup([psp, rows(columns["issuer_country"]), rows(columns["country"])], context.cross_border,
+                               context),
+        "needs_fx": lookup([psp, rows(columns["currency"])], context.needs_fx, context),
         "local_hour": hour,
         "local_weekday": weekday,
         "three_ds": np.asarray(columns["three_ds"], dtype=float),
         "first_deposit": np.asarray(columns["first_deposit"], dtype=float),
         "attempt": np.asarray(columns["attempt"], dtype=float),
     }
-    out = np.empty((len(eur), len(spec.numeric_request_features) + len(spec.categorical_features)), order="F")
+    out = np.empty((n, len(spec.numeric_request_features) + len(spec.categorical_features)), order="F")
     for j, name in enumerate(spec.numeric_request_features):
         out[:, j] = numeric[name]
     offset = len(spec.numeric_request_features)

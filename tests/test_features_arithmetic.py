@@ -169,7 +169,7 @@ def test_online_state_folds_late_events_exactly():
     state = new_state(int(times[0] * 1e6), np.ones(2))
     for t in times[1:]:
         fold(state, int(t * 1e6), np.ones(2), rates)
-    value = read(state[None, :], 300_000_000, rates)[0]
+    value = read(state[1:], state[0], 300_000_000, rates)
     expected = [sum(2 ** (-(300.0 - t) / h) for t in times) for h in (60.0, 3600.0)]
     np.testing.assert_allclose(value, expected, rtol=1e-13)
 
