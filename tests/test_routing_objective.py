@@ -74,8 +74,8 @@ def test_cost_components_match_the_fee_rule():
 
 
 def test_score_broadcasts_over_samples():
-    decision = Router(CATALOG, TablePredictor(PREDICTED), HAND_CONFIG).rank(transaction())
     router = Router(CATALOG, TablePredictor(PREDICTED), HAND_CONFIG)
+    decision = router.rank(transaction())
     index = np.array([CATALOG.psp_names.index(r.psp) for r in decision.ranking])
     terms = router._cost_terms(transaction(), list(decision.psps), index)
     draws = np.random.default_rng(0).uniform(size=(5, len(index)))

@@ -42,6 +42,13 @@ class FailingPredictor:
         raise RuntimeError("feature store unreachable")
 
 
+class OutOfRangePredictor:
+    version = "uncalibrated-1"
+
+    def predict(self, transaction, psps, *, attempt=1, previous_decline_class=None):
+        return np.full(len(psps), 1.7)
+
+
 class WrongShapePredictor:
     version = "short-1"
 
@@ -133,7 +140,7 @@ def test_positions_after_the_first_assume_it_declined():
 @pytest.mark.parametrize(
     "predictor, why",
     [(None, "no_predictor"), (FailingPredictor(), "predictor_failed:RuntimeError"),
-     (WrongShapePredictor(), "predictor_bad_shape")],
+     (WrongShapePredictor(), "predictor_bad_shape"), (OutOfRangePredictor(), "predictor_out_of_range")],
 )
 def test_degraded_mode_answers_in_static_order(predictor, why):
     decision = Router(CATALOG, predictor).rank(transaction())
