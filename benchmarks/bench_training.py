@@ -1,7 +1,7 @@
 """Training time on ~1M simulated attempts: simulate (not timed as training), build features, train +
 calibrate + evaluate, log + register + gate + export.
 
-    .venv/bin/python benchmarks/bench_training.py [--attempts 1000000] [--threads 2] [--out DIR]
+    .venv/bin/python benchmarks/bench_training.py [--attempts 1000000] [--threads 1] [--out DIR]
 
 Prints stage timings and writes ``DIR/bench_training.json``. The MLflow store is a fresh SQLite file in DIR.
 """
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attempts", type=int, default=1_000_000, help="target number of attempts (approximate)")
     parser.add_argument("--days", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="working folder (default: a temporary one)")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

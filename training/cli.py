@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of sampling and LightGBM (default 0)")
     parser.add_argument("--models-dir", type=Path, default=Path("models"), help="where the champion bundle is exported")
     parser.add_argument("--catalog", type=Path, default=None, help="catalogue YAML (default: HISTORY/catalog.yaml or embedded)")
-    parser.add_argument("--threads", type=int, default=2, help="LightGBM threads (fixed for reproducibility)")
+    parser.add_argument("--threads", type=int, default=1, help="LightGBM threads (default 1; fixed for reproducibility)")
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
 
 

@@ -58,7 +58,7 @@ class TrainingConfig:
     early_stopping_rounds: int = 50
     cost_num_boost_round: int = 300
     calibration_folds: int = 5
-    num_threads: int = 2
+    num_threads: int = 1  # fixed for reproducibility; 1 avoids OpenMP spin-waits on a busy machine
     approval_params: Mapping[str, Any] = field(default_factory=lambda: dict(APPROVAL_PARAMS))
     cost_params: Mapping[str, Any] = field(default_factory=lambda: dict(COST_PARAMS))
     progress: bool = True
