@@ -7,3 +7,6 @@ if [ ! -f "$DATA/attempts.parquet" ]; then
   payroute simulate --txns 200000 --days 30 --seed 7 --out "$DATA"
 fi
 echo "history in $DATA"
+# Train a default champion on that history if none exists, then serve on localhost (Ctrl-C to stop).
+exec payroute serve --history "$DATA" --models-dir "$ROOT/models" --state-dir "$ROOT/data/state" \
+  --port "${PAYROUTE_PORT:-3000}"

@@ -68,9 +68,11 @@ def bootstrap_model(args: argparse.Namespace) -> str:
             main(["simulate", "--txns", str(BOOTSTRAP_TXNS), "--days", "14", "--seed", "7", "--out", str(history), "--quiet"])
     print(f"payroute serve: training a default model on {history}", flush=True)
     try:
-        main(["train", "--history", str(history), "--models-dir", str(args.models_dir), "--no-progress"])
+        code = main(["train", "--history", str(history), "--models-dir", str(args.models_dir), "--no-progress"])
     except Exception as error:  # start anyway: fail-open is the service's contract
         return f"default model training failed ({error}): starting degraded"
+    if code:
+        return f"default model training exited with {code}: starting degraded"
     return "trained a default model" if has_champion(args.models_dir) else "no champion exported: starting degraded"
 
 

@@ -1,0 +1,177 @@
+"""Load test of the scoring service against a no-op BentoML endpoint, in the same run on the same machine.
+
+Starts ``payroute serve`` (with a champion: ``--models-dir``, else a small demo bundle) and a no-op
+BentoML service taking the same body, then with an httpx async client:
+
+1. closed loop at several concurrency levels: throughput and p50/p99 latency of /rank vs the no-op;
+2. open loop at a fixed rate (default 100 req/s): p50/p99 of /rank;
+3. /rank_batch (256 transactions per request): decisions per second.
+
+    python benchmarks/bench_service.py [--models-dir models] [--seconds 5] [--quick]
+
+The load generator shares the machine's cores with the server; figures are recorded in docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import bentoml
+import httpx
+import numpy as np
+
+from payroute.serving.schemas import EXAMPLE_TRANSACTION, MAX_BATCH
+
+
+@bentoml.service(name="noop", workers=1, traffic={"timeout": 10, "max_concurrency": 1000})
+class NoopService:
+    """The framework's floor: same JSON body, no work."""
+
+    @bentoml.api(route="/noop")
+    async def noop(self, transaction: dict) -> dict:
+        return {"ok": True}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(command: list[str], env: dict[str, str], url: str, log: Path) -> subprocess.Popen:
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{command} did not start; see {log}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    import psutil
+
+    workers = psutil.Process(process.pid).children(recursive=True)
+    os.killpg(process.pid, signal.SIGTERM)
+    for worker in workers:
+        try:
+            worker.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    process.wait(timeout=30)
+    psutil.wait_procs(workers, timeout=30)
+
+
+async def closed_loop(url: str, body: dict, concurrency: int, seconds: float) -> tuple[float, np.ndarray, int]:
+    """``concurrency`` clients sending back to back for ``seconds``: (requests/s, latencies s, failures)."""
+    latencies: list[float] = []
+    failures = 0
+    deadline = time.perf_counter() + seconds
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=concurrency)) as http:
+
+        async def client() -> None:
+            nonlocal failures
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                response = await http.post(url, json=body)
+                latencies.append(time.perf_counter() - start)
+                failures += response.status_code != 200
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    return len(latencies) / elapsed, np.array(latencies), failures
+
+
+async def open_loop(url: str, body: dict, rate: float, seconds: float) -> tuple[np.ndarray, int]:
+    """Requests at a fixed rate regardless of answers (no coordinated omission): latencies, failures."""
+    latencies: list[float] = []
+    failures = 0
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=64)) as http:
+
+        async def one() -> None:
+            nonlocal failures
+            start = time.perf_counter()
+            response = await http.post(url, json=body)
+            latencies.append(time.perf_counter() - start)
+            failures += response.status_code != 200
+
+        tasks = []
+        began = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+    return np.array(latencies), failures
+
+
+def ms(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q) * 1000)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models-dir", type=Path, default=None)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--concurrency", default="1,4,16,64")
+    parser.add_argument("--quick", action="store_true", help="2 s per measurement")
+    args = parser.parse_args(argv)
+    seconds = 2.0 if args.quick else args.seconds
+    work = Path(tempfile.mkdtemp(prefix="bench-service-"))
+    models = args.models_dir
+    if models is None:
+        from payroute.catalog import load_catalog
+        from payroute.contracts import Transaction
+        from payroute.serving.testing import write_demo_bundle
+
+        models = work / "models"
+        write_demo_bundle(models / "champion", load_catalog(), Transaction.model_validate(EXAMPLE_TRANSACTION))
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["PAYROUTE_MAX_CONCURRENCY"] = "1000"  # measure latency, not shedding
+    service_port, noop_port = free_port(), free_port()
+    service_url, noop_url = f"http://127.0.0.1:{service_port}", f"http://127.0.0.1:{noop_port}"
+    service = start([sys.executable, "-m", "payroute.cli", "serve", "--port", str(service_port), "--no-train",
+                     "--models-dir", str(models), "--state-dir", str(work / "state")], env, service_url, work / "service.log")
+    noop = start([sys.executable, "-m", "bentoml", "serve", "bench_service:NoopService", "--port", str(noop_port),
+                  "--working-dir", str(Path(__file__).parent)], env, noop_url, work / "noop.log")
+    body = {"transaction": EXAMPLE_TRANSACTION}
+    try:
+        status = httpx.get(f"{service_url}/status").json()
+        print(f"model {status['model_version']} loaded={status['model_loaded']}; {os.cpu_count()} CPUs shared with the load generator")
+        asyncio.run(closed_loop(f"{service_url}/rank", body, 4, 1.0))  # warm-up
+        asyncio.run(closed_loop(f"{noop_url}/noop", body, 4, 1.0))
+        print(f"{'concurrency':>11} | {'/rank req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | {'no-op req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | ratio")
+        for concurrency in (int(c) for c in args.concurrency.split(",")):
+            rank = asyncio.run(closed_loop(f"{service_url}/rank", body, concurrency, seconds))
+            floor = asyncio.run(closed_loop(f"{noop_url}/noop", body, concurrency, seconds))
+            print(f"{concurrency:>11} | {rank[0]:>11.0f} {ms(rank[1], 50):>7.2f} {ms(rank[1], 99):>7.2f} | "
+                  f"{floor[0]:>11.0f} {ms(floor[1], 50):>7.2f} {ms(floor[1], 99):>7.2f} | {rank[0] / floor[0]:.2f}"
+                  f"{'' if rank[2] + floor[2] == 0 else f'  failures {rank[2]}/{floor[2]}'}")
+        latencies, failures = asyncio.run(open_loop(f"{service_url}/rank", body, args.rate, seconds))
+        print(f"/rank at {args.rate:.0f} req/s: p50 {ms(latencies, 50):.2f} ms, p99 {ms(latencies, 99):.2f} ms, "
+              f"failures {failures}/{len(latencies)}")
+        batch = {"transactions": [{**EXAMPLE_TRANSACTION, "id": f"bench-{i}"} for i in range(MAX_BATCH)]}
+        rate, latencies, failures = asyncio.run(closed_loop(f"{service_url}/rank_batch", batch, 2, seconds))
+        print(f"/rank_batch ({MAX_BATCH} per request, 2 clients): {rate * MAX_BATCH:.0f} decisions/s, "
+              f"p50 {ms(latencies, 50):.0f} ms per batch, failures {failures}")
+    finally:
+        stop(service)
+        stop(noop)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
