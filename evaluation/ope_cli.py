@@ -17,6 +17,8 @@ from payroute.evaluation.offpolicy import OPE_POLICIES
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", choices=OPE_POLICIES, default="rules", help="candidate policy (default rules)")
     parser.add_argument("--logs", help="history folder (transactions.parquet, attempts.parquet)")
+    parser.add_argument("--state-dir", help="the service's state folder: its event log is exported to the "
+                        "history contract first (into --logs when given, else a temporary folder)")
     parser.add_argument("--estimators", default="ips,snips,dr", help="comma-separated: ips, snips, dr, dm")
     parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (default 200)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
@@ -48,8 +50,15 @@ def run(args: argparse.Namespace) -> int:
         summary = validation_summary(validate(range(1, args.validate + 1), args.txns, n_bootstrap=args.bootstrap))
         print(summary.to_json(orient="records", indent=1) if args.json else summary.round(4).to_string(index=False))
         return 0
+    if args.state_dir:
+        import tempfile
+
+        from payroute.serving.export import export_history
+
+        args.logs = args.logs or tempfile.mkdtemp(prefix="payroute-events-")
+        export_history(args.state_dir, args.logs)
     if not args.logs:
-        raise SystemExit("payroute evaluate: --logs DIR is required (or --validate K)")
+        raise SystemExit("payroute evaluate: --logs DIR or --state-dir DIR is required (or --validate K)")
     folder = Path(args.logs)
     try:
         history = read_history(folder)

@@ -8,9 +8,6 @@ import pandas as pd
 
 
 def _figure(width: float = 9.0, height: float = 4.0):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     return plt.subplots(figsize=(width, height))
