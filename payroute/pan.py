@@ -10,8 +10,11 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-# A run of 13-19 digits, optionally grouped by single spaces or dashes ("4111 1111 1111 1111").
-_PAN_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+# A run of 13-19 digits, optionally grouped by single spaces or dashes ("4111 1111 1111 1111"), that
+# stands as its own token (not inside a hex/base64 hash or an alphanumeric id) and starts with a
+# payment-card major industry identifier (2-6: Mastercard 2-series, Amex/JCB/Diners, Visa,
+# Mastercard, Discover/UnionPay/Maestro). Digits inside a longer alphanumeric token are hash material.
+_PAN_CANDIDATE = re.compile(r"(?<![0-9A-Za-z])[2-6](?:[ -]?\d){12,18}(?![0-9A-Za-z])")
 
 
 def luhn_valid(digits: str) -> bool:

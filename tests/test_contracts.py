@@ -207,3 +207,20 @@ def test_arrow_schemas_follow_models():
     assert ATTEMPTS_SCHEMA.field("timestamp").type == pa.timestamp("us", tz="UTC")
     assert ATTEMPTS_SCHEMA.field("propensity").nullable
     assert not ATTEMPTS_SCHEMA.field("psp").nullable
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "cu902879565808611f",  # digits inside a hex customer hash (Luhn-valid run)
+        "d-4111111111111111x",  # embedded in an alphanumeric token
+        "1111111111111117",  # Luhn-valid but no card-scheme industry identifier
+    ],
+)
+def test_hash_material_is_not_a_pan(text):
+    assert not contains_pan(text)
+
+
+@pytest.mark.parametrize("text", ["card=4111111111111111", "pan:5555-5555-5555-4444;", "tx_378282246310005"])
+def test_delimited_pan_is_found(text):
+    assert contains_pan(text)
