@@ -157,44 +157,39 @@ def decayed_sums_at_queries(
         event_rows, query_rows = np.flatnonzero(is_event), np.flatnonzero(~is_event)
         event_index, query_index = order[event_rows], order[query_rows] - n
         prefix = query_rows  # a query row's own running sum holds exactly the events before it
-    sorted_weights = np.ascontiguousarray(event_weights)[event_index]  # (events, C) in scan order
     in_scan_order = np.empty((len(query_rows), len(half_lives)))
-    # Half-lives whose time blocks split the rows identically share one grouped cumulative sum.
-    plans: dict[bytes, tuple[np.ndarray, list]] = {}
     for half_life in np.unique(half_lives):
+        columns = np.flatnonzero(half_lives == half_life)
         rate = float(decay_rate(half_life))
         width_us = int(round(BLOCK_UNITS / rate * US_PER_S))
         block = sorted_us // width_us
-        local = (sorted_us - block * width_us) * (rate / US_PER_S)  # exact offset, then scaled
+        local = (sorted_us - block * width_us) * (rate / US_PER_S)  # exact offset from the block start
         new_group = key_change.copy()
         new_group[1:] |= block[1:] != block[:-1]
-        entry = plans.setdefault(np.packbits(new_group).tobytes(), (new_group, []))
-        entry[1].append((np.flatnonzero(half_lives == half_life), block, local, math.exp(-rate * width_us / US_PER_S)))
-    for new_group, members in plans.values():
         group = np.cumsum(new_group) - 1
         starts = np.flatnonzero(new_group)
-        ends = np.append(starts[1:], rows) - 1
-        columns = np.concatenate([member[0] for member in members])
-        scaled = np.zeros((rows, len(columns)))
-        scaled[event_rows] = sorted_weights[:, columns]
-        j = 0
-        for member_columns, _, local, _ in members:
-            scaled[event_rows, j : j + len(member_columns)] *= np.exp(local[event_rows])[:, None]
-            j += len(member_columns)
-        partial = grouped_cumsum(scaled, group, len(starts))
+        del new_group
+        if timeline.self_queries:
+            partial = np.ascontiguousarray(event_weights[:, columns])[event_index]
+            partial *= np.exp(local)[:, None]
+        else:
+            partial = np.zeros((rows, len(columns)))
+            partial[event_rows] = event_weights[:, columns][event_index] * np.exp(local[event_rows])[:, None]
+        grouped_cumsum(partial, group, len(starts))  # in place: running sums of w·exp(λ(s − block start))
         query_group = group[query_rows]
-        before = partial[np.maximum(prefix, 0)]
-        before[prefix < starts[query_group]] = 0.0
-        j = 0
-        for member_columns, block, local, block_decay in members:
-            # Carry: the previous block's total for the same key, when that block is the adjacent one.
-            adjacent = np.zeros(len(starts), dtype=bool)
-            adjacent[1:] = (~key_change[starts[1:]]) & (block[starts[1:]] == block[starts[:-1]] + 1)
-            cols = slice(j, j + len(member_columns))
-            carry = np.zeros((len(starts), len(member_columns)))
-            carry[adjacent] = partial[ends[np.flatnonzero(adjacent) - 1], cols] * block_decay
-            in_scan_order[:, member_columns] = (before[:, cols] + carry[query_group]) * np.exp(-local[query_rows])[:, None]
-            j += len(member_columns)
-    result = np.empty((timeline.n_queries, len(half_lives)))
+        del group
+        visible = partial[np.maximum(prefix, 0)]
+        visible[prefix < starts[query_group]] = 0.0
+        # Carry: the previous block's total for the same key, when that block is the adjacent one.
+        adjacent = np.zeros(len(starts), dtype=bool)
+        adjacent[1:] = (~key_change[starts[1:]]) & (block[starts[1:]] == block[starts[:-1]] + 1)
+        carry = np.zeros((len(starts), len(columns)))
+        carry[adjacent] = partial[starts[adjacent] - 1] * math.exp(-rate * width_us / US_PER_S)
+        del partial, block
+        visible += carry[query_group]
+        visible *= np.exp(-local[query_rows])[:, None]
+        in_scan_order[:, columns] = visible
+        del visible, carry, local, query_group
+    result = np.empty_like(in_scan_order)
     result[query_index] = in_scan_order
     return result

@@ -13,6 +13,7 @@ there is no Python loop over rows.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -102,40 +103,51 @@ def _level_keys(fields: list[np.ndarray]) -> np.ndarray:
     return combined.astype(np.int64)
 
 
-def history_features(
-    events: pd.DataFrame,
-    queries: pd.DataFrame,
-    query_us: np.ndarray,
-    context: RequestContext,
-    reporting_delay: dt.timedelta,
-    out: np.ndarray,
-) -> None:
-    """Write the history features of every query, point in time, into ``out`` (queries, history).
+@dataclass
+class ScanInputs:
+    """What the history scans need, extracted so the joined frames can be freed before scanning."""
 
-    ``events``: :func:`attempt_rows` with ``amount_band``; ``queries``: the key fields of each query
-    (``psp``, ``amount_band`` and the transaction fields), ``query_us``: each query's time. Each
-    level is a sorted scan (two at a time: numpy and pandas' kernels release the GIL), shrunk as
-    soon as its parents are, so only a couple of levels' counters are ever held.
-    """
-    spec = context.spec
-    plan = ShrinkagePlan(spec)
+    timeline: Timeline
+    weights: np.ndarray  # (events, len(COUNTERS))
+    field_codes: dict[str, np.ndarray]  # per key field: codes of the timeline's rows
+    delay_us: int
+
+
+def scan_inputs(events: pd.DataFrame, queries: pd.DataFrame | None, query_us: np.ndarray | None,
+                spec: FeatureSpec, reporting_delay: dt.timedelta) -> ScanInputs:
+    """``events``: :func:`attempt_rows` with ``amount_band``; ``queries``: the key fields of each query
+    (``psp``, ``amount_band`` and the transaction fields) with their times, or None when the events
+    are the queries (the training table)."""
     delay = delay_us(reporting_delay)
     weights = outcome_weights(events["status"], events["decline_class"], events["latency_ms"].to_numpy(dtype=float))
+    if queries is None:
+        queries, query_us = events, events["timestamp_us"].to_numpy()
     self_queries = queries is events and delay == 0
     timeline = Timeline(events["timestamp_us"].to_numpy(), None if self_queries else np.asarray(query_us) - delay)
     field_codes = {
         name: _codes(events[name], None if self_queries else queries[name])
         for name in {"psp", *(f for level in spec.levels for f in level.fields)}
     }
+    return ScanInputs(timeline, weights, field_codes, delay)
+
+
+def history_features(inputs: ScanInputs, spec: FeatureSpec, out: np.ndarray) -> None:
+    """Write the history features of every query, point in time, into ``out`` (queries, history).
+
+    Each level is a sorted scan (two at a time: numpy and pandas' kernels release the GIL), shrunk
+    as soon as it is done (its parents are done before it), so only a couple of levels' counters
+    are ever held.
+    """
+    plan = ShrinkagePlan(spec)
 
     def level_counters(level_name: str) -> np.ndarray:
         layout = spec.layouts[level_name]
-        keys = _level_keys([field_codes[name] for name in ("psp", *spec.level(level_name).fields)])
+        keys = _level_keys([inputs.field_codes[name] for name in ("psp", *spec.level(level_name).fields)])
         half_lives = np.array([h for _, h in layout])
-        level_weights = weights[:, [COUNTERS.index(counter) for counter, _ in layout]]
-        sums = decayed_sums_at_queries(timeline, keys, level_weights, half_lives)
-        if delay:  # the sums are at the cutoff; age them to the query time
-            sums *= np.exp(-decay_rate(half_lives) * delay / US_PER_S)
+        level_weights = inputs.weights[:, [COUNTERS.index(counter) for counter, _ in layout]]
+        sums = decayed_sums_at_queries(inputs.timeline, keys, level_weights, half_lives)
+        if inputs.delay_us:  # the sums are at the cutoff; age them to the query time
+            sums *= np.exp(-decay_rate(half_lives) * inputs.delay_us / US_PER_S)
         return sums
 
     levels = [name for name in spec.level_order if spec.layouts.get(name)]
@@ -150,6 +162,10 @@ def history_features(
                 rows = slice(start, start + _CHUNK_ROWS)
                 plan.level_features(level_name, counters[rows], out[rows])
             del counters
+
+
+def request_width(spec: FeatureSpec) -> int:
+    return len(spec.numeric_request_features) + len(spec.categorical_features)
 
 
 def _feature_matrix(request: np.ndarray, spec: FeatureSpec) -> np.ndarray:
@@ -191,14 +207,15 @@ def build_training_table(
     events["amount_band"] = request[:, spec.numeric_request_features.index("amount_band")]
     matrix = _feature_matrix(request, spec)
     del request
-    history_features(events, events, events["timestamp_us"].to_numpy(), context, reporting_delay,
-                     out=matrix[:, len(spec.numeric_request_features) + len(spec.categorical_features):])
     identity = {
-        "transaction_id": events["transaction_id"].to_numpy(),
+        "transaction_id": events["transaction_id"].array,
         "attempt": events["attempt"].to_numpy(),
         "timestamp": events["timestamp"].array,
         "label": (events["status"] == "approved").to_numpy(dtype=np.int8),
     }
+    inputs = scan_inputs(events, None, None, spec, reporting_delay)
+    del events
+    history_features(inputs, spec, out=matrix[:, request_width(spec):])
     return _frame(identity, matrix, context)
 
 
@@ -231,8 +248,9 @@ def build_scoring_table(
     queries["amount_band"] = request[:, spec.numeric_request_features.index("amount_band")]
     matrix = _feature_matrix(request, spec)
     del request
-    history_features(events, queries, queries["timestamp_us"].to_numpy(), context, reporting_delay,
-                     out=matrix[:, len(spec.numeric_request_features) + len(spec.categorical_features):])
+    inputs = scan_inputs(events, queries, queries["timestamp_us"].to_numpy(), spec, reporting_delay)
+    history_features(inputs, spec, out=matrix[:, request_width(spec):])
+    del inputs
     tried = (events.sort_values("attempt", kind="stable")
              .drop_duplicates(["transaction_id", "psp"])
              .astype({"psp": object})

@@ -92,3 +92,11 @@ def test_online_replay_matches_offline_builder(history, catalog, reporting_delay
                                err_msg=f"worst scaled gap {worst}")
     # and the history features are not trivially at their priors
     assert np.nanstd(offline[:, -5]) > 0
+
+
+def test_parity_on_simulated_history(catalog):
+    """The same replay on the simulator's history (its own mix of methods, retries and incidents)."""
+    simulator = pytest.importorskip("payroute.simulator")
+    simulated = simulator.simulate_history(simulator.SimulationConfig(n_transactions=1500, days=2), catalog, seed=3)
+    training, online, _ = replay(simulated, catalog, dt.timedelta(minutes=5), seed=9)
+    np.testing.assert_allclose(online, feature_matrix(training), rtol=TOLERANCE, atol=TOLERANCE, equal_nan=True)
