@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from payroute.evaluation.policies import AttemptFeedback, DecisionBatch, Decisions, Policy, rank_by_scores
+from payroute.evaluation.policies import AttemptFeedback, Decisions, Policy, rank_by_scores
 
 
 class SegmentIndex:
