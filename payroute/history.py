@@ -12,6 +12,7 @@ from typing import Literal
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from payroute.contracts import ATTEMPTS_SCHEMA, CHARGEBACKS_SCHEMA, MONEY_COLUMNS, TRANSACTIONS_SCHEMA
@@ -43,17 +44,22 @@ def to_arrow(frame: pd.DataFrame, name: str) -> pa.Table:
     missing = [f.name for f in schema if f.name not in frame.columns]
     if missing:
         raise HistoryError(f"{name}: missing column(s) {', '.join(missing)}")
-    table = pa.Table.from_pandas(frame[[f.name for f in schema]], preserve_index=False)
     columns = []
     for field in schema:
-        column = table.column(field.name)
+        column = _arrow_column(frame[field.name])
         if pa.types.is_decimal(field.type) and pa.types.is_floating(column.type):
             # Round floats to the contract's 4 decimals before the exact cast.
-            import pyarrow.compute as pc
-
             column = pc.round(column, 4)
         columns.append(column.cast(field.type))
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _arrow_column(series: pd.Series) -> pa.Array:
+    """One column to Arrow; tz-aware timestamps go through UTC numpy values (no tz dropped silently)."""
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        values = series.dt.tz_convert("UTC").dt.tz_convert(None).dt.floor("us").to_numpy()
+        return pa.array(values, type=pa.timestamp("ns")).cast(pa.timestamp("ns", tz="UTC"))
+    return pa.array(series, from_pandas=True)
 
 
 def write_table(frame: pd.DataFrame, name: str, directory: str | Path) -> Path:
