@@ -114,10 +114,18 @@ def main() -> None:
     parser.add_argument("--source", choices=["simulator", "synthetic"], default="simulator")
     parser.add_argument("--lookups", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--history", type=Path, help="reuse (or create) the history in this folder")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory:
+    with tempfile.TemporaryDirectory() as scratch:
         load_before = os.getloadavg()
-        n = make_history(args.attempts, args.source, Path(directory), args.seed)
+        directory = str(args.history or scratch)
+        if args.history and (args.history / "attempts.parquet").exists():
+            import pyarrow.parquet as pq
+
+            n = pq.read_metadata(args.history / "attempts.parquet").num_rows
+        else:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            n = make_history(args.attempts, args.source, Path(directory), args.seed)
         context = multiprocessing.get_context("spawn")
         queue = context.Queue()
         child = context.Process(target=offline_child, args=(directory, queue))

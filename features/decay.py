@@ -147,7 +147,7 @@ def decayed_sums_at_queries(
     np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=key_change[1:])
     if timeline.self_queries:
         # An event's query sees the rows before its run of equal (key, timestamp).
-        event_rows = query_rows = np.arange(rows)
+        event_rows = query_rows = slice(None)  # every row is an event and its own query
         event_index = query_index = order
         run_change = key_change.copy()
         run_change[1:] |= sorted_us[1:] != sorted_us[:-1]
@@ -157,7 +157,7 @@ def decayed_sums_at_queries(
         event_rows, query_rows = np.flatnonzero(is_event), np.flatnonzero(~is_event)
         event_index, query_index = order[event_rows], order[query_rows] - n
         prefix = query_rows  # a query row's own running sum holds exactly the events before it
-    in_scan_order = np.empty((len(query_rows), len(half_lives)))
+    in_scan_order = np.empty((timeline.n_queries, len(half_lives)))
     for half_life in np.unique(half_lives):
         columns = np.flatnonzero(half_lives == half_life)
         rate = float(decay_rate(half_life))

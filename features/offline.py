@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pandas.api.types import union_categoricals
 
 from payroute.catalog import Catalog
@@ -39,12 +41,21 @@ def _categorical(series: pd.Series) -> pd.Series:
     return series if isinstance(series.dtype, pd.CategoricalDtype) else series.astype("category")
 
 
+def _positions(values: pd.Series, index: pd.Series) -> np.ndarray:
+    """Row of ``index`` holding each value (-1 when absent): a hash join on the ids."""
+    try:
+        found = pc.index_in(pa.array(values.array), value_set=pa.array(index.array))
+        return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return pd.Index(index).get_indexer(values)
+
+
 def attempt_rows(history: History) -> pd.DataFrame:
     """Attempts joined with their transaction (attempts of unknown transactions are dropped), sorted
     by time, then the transaction's position in the history, then attempt number; with
     ``timestamp_us`` and the previous attempt's decline class of the same transaction."""
     transactions, attempts = history.transactions, history.attempts
-    position = pd.Index(transactions["id"]).get_indexer(attempts["transaction_id"])
+    position = _positions(attempts["transaction_id"], transactions["id"])
     known = np.flatnonzero(position >= 0)
     position = position[known]
     timestamp_us = series_to_us(attempts["timestamp"]).take(known)
@@ -182,7 +193,7 @@ def _frame(identity: dict[str, object], matrix: np.ndarray, context: RequestCont
     for j, name in enumerate(spec.feature_names):
         if name in spec.categorical_features:
             codes = np.nan_to_num(matrix[:, j], nan=-1).astype(np.int32)
-            columns[name] = pd.Categorical.from_codes(codes, categories=list(context.categories[name]))
+            columns[name] = pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(list(context.categories[name])))
         elif name == "attempt" and "attempt" in identity:
             continue
         else:

@@ -31,7 +31,7 @@ from pydantic import BaseModel
 
 from payroute.catalog import Catalog
 from payroute.contracts import AttemptOutcome, Transaction
-from payroute.features.decay import US_PER_S, datetime_to_us, decay_rate, delay_us, fold, new_state, read
+from payroute.features.decay import datetime_to_us, decay_rate, delay_us, fold, new_state, read
 from payroute.features.derive import ShrinkagePlan
 from payroute.features.spec import COUNTERS, DEFAULT_SPEC, FeatureSpec
 from payroute.features.transforms import (
@@ -129,6 +129,8 @@ class OnlineFeatureStore:
         self._rates = np.concatenate([rates for _, _, _, rates, _ in self._levels])
         assert [start for *_, start in self._levels] == list(np.cumsum([0] + [w - 1 for w in widths])[:-1])
         self._band_column = spec.numeric_request_features.index("amount_band")
+        self._categorical_dtypes = {name: pd.CategoricalDtype(list(values))
+                                    for name, values in self._context.categories.items()}
         self._staged: list[tuple[int, int, tuple[str, ...], np.ndarray]] = []  # heap by timestamp
         self._sequence = 0
         self._cutoff_us = -(2**62)  # outcomes stamped before this are folded into the counters
@@ -215,11 +217,15 @@ class OnlineFeatureStore:
         """:meth:`features_array` as a frame (one row per PSP, categoricals as pandas categoricals)."""
         matrix, names = self.features_array(transaction, psps, attempt=attempt,
                                             previous_decline_class=previous_decline_class, at=at)
-        frame = pd.DataFrame(matrix, columns=list(names))
-        for name, categories in self._context.categories.items():
-            codes = np.nan_to_num(frame[name].to_numpy(), nan=-1).astype(np.int32)
-            frame[name] = pd.Categorical.from_codes(codes, categories=list(categories))
-        return frame
+        columns: dict[str, Any] = {}
+        for j, name in enumerate(names):
+            dtype = self._categorical_dtypes.get(name)
+            if dtype is None:
+                columns[name] = matrix[:, j]
+            else:
+                codes = np.nan_to_num(matrix[:, j], nan=-1).astype(np.int32)
+                columns[name] = pd.Categorical.from_codes(codes, dtype=dtype)
+        return pd.DataFrame(columns, copy=False)
 
     # ------------------------------------------------------------------ snapshot
 
