@@ -13,6 +13,7 @@ stages (one per depth of the level tree), so a BIN seen 3 times sits near its ne
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -24,7 +25,7 @@ def shrink(numerator: np.ndarray, denominator: np.ndarray, parent_rate: np.ndarr
     return (numerator + strength * parent_rate) / (denominator + strength)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Stage:
     rate_columns: np.ndarray  # where the stage's rates go in the rate block
     numerator: np.ndarray  # raw-matrix columns
@@ -32,6 +33,12 @@ class _Stage:
     parent: np.ndarray  # rate-block columns of the parents, -1 for the prior
     prior: np.ndarray
     strength: np.ndarray
+
+    @cached_property
+    def parent_mode(self) -> str:
+        """'all' rows shrink toward a parent level, 'none' toward priors, or 'mixed'."""
+        has_parent = self.parent >= 0
+        return "all" if has_parent.all() else "none" if not has_parent.any() else "mixed"
 
 
 class ShrinkagePlan:
@@ -128,7 +135,10 @@ class ShrinkagePlan:
 
 def _apply(stage: _Stage, counters: np.ndarray, out: np.ndarray) -> None:
     """One stage of shrinkage: rates from counters and parent rates already in ``out``."""
-    if (stage.parent >= 0).any():
+    mode = stage.parent_mode
+    if mode == "all":
+        parent = out[:, stage.parent]
+    elif mode == "mixed":
         parent = np.where(stage.parent >= 0, out[:, np.maximum(stage.parent, 0)], stage.prior)
     else:
         parent = stage.prior

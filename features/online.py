@@ -201,13 +201,12 @@ class OnlineFeatureStore:
         out[:, : self._n_request] = request_features(columns, list(psps), self._context)
         values = self._key_values(fields, out[0, self._band_column])
         suffixes = ["".join("|" + values[f] for f in level_fields) for _, level_fields, *_ in self._levels]
-        keys = [f"{name}|{p}{suffix}" for (name, *_), suffix in zip(self._levels, suffixes) for p in psps]
+        keys = [f"{name}|{p}{suffix}" for p in psps for (name, *_), suffix in zip(self._levels, suffixes)]
         states = self.backend.get_many(keys)
-        empties = self._empties
+        empties = self._empties * n
         # one row per PSP: [reference, values...] of every level, side by side
-        rows = [np.concatenate([states[i * n + j] if states[i * n + j] is not None else empties[i]
-                                for i in range(len(self._levels))]) for j in range(n)]
-        matrix = np.array(rows)
+        matrix = np.concatenate([empty if state is None else state for state, empty in zip(states, empties)])
+        matrix = matrix.reshape(n, -1)
         raw = read(matrix[:, self._value_columns], matrix[:, self._reference_columns], at_us, self._rates)
         self._plan.history_features(raw, out=out[:, self._n_request :])
         return out, self.spec.feature_names
