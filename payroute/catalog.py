@@ -172,41 +172,59 @@ class Catalog(_Config):
             rule.reason: {p.name: rule.allowed(p) for p in self.psps} for rule in ELIGIBILITY_RULES
         }
 
+    @cached_property
+    def _psp_checks(self) -> tuple[tuple[str, bool, tuple[tuple["MembershipRule", frozenset[str]], ...], float, float], ...]:
+        """Per PSP, in catalogue order: (name, enabled, the rules that restrict it, min and max EUR)."""
+        return tuple(
+            (
+                p.name,
+                p.enabled,
+                tuple((rule, self._rule_sets[rule.reason][p.name]) for rule in ELIGIBILITY_RULES
+                      if self._rule_sets[rule.reason][p.name] is not None),
+                float(p.amount_limits.min_eur),
+                float(p.amount_limits.max_eur),
+            )
+            for p in self.psps
+        )
+
+    @cached_property
+    def _float_rates(self) -> dict[str, float]:
+        return {code: float(rate) for code, rate in self.fx_rates.items()}
+
     def eligibility(self, transaction: Mapping[str, Any] | Any) -> "EligibilityReport":
-        """Which PSPs may take this transaction, and for the others the first rule that excluded them."""
+        """Which PSPs may take this transaction, and for the others the first rule that excluded them.
+
+        Amounts are compared in EUR as floats, exactly as :meth:`eligibility_matrix` does, so both
+        interpreters agree at the limits.
+        """
         fields = _transaction_fields(transaction)
-        amount_eur = self._amount_eur(fields)
+        keys = {rule.field: _as_key(fields.get(rule.field)) for rule in ELIGIBILITY_RULES}
+        skipped = {rule.reason for rule in ELIGIBILITY_RULES if rule.applies is not None and not rule.applies(fields)}
+        rate = self._float_rates.get(keys["currency"])
+        amount_eur = None if rate is None else float(fields["amount"]) / rate
         eligible: list[str] = []
         excluded: dict[str, str] = {}
-        for psp in self.psps:
-            reason = self._first_failure(psp, fields, amount_eur)
-            if reason is None:
-                eligible.append(psp.name)
+        for name, enabled, checks, min_eur, max_eur in self._psp_checks:
+            reason = None
+            if not enabled:
+                reason = "psp_disabled"
             else:
-                excluded[psp.name] = reason
+                for rule, allowed in checks:
+                    if rule.reason not in skipped and keys[rule.field] not in allowed:
+                        reason = rule.reason
+                        break
+                else:
+                    if amount_eur is None:
+                        reason = "currency_not_supported"
+                    elif amount_eur < min_eur:
+                        reason = "amount_below_minimum"
+                    elif amount_eur > max_eur:
+                        reason = "amount_above_maximum"
+            if reason is None:
+                eligible.append(name)
+            else:
+                excluded[name] = reason
         return EligibilityReport(eligible=tuple(eligible), excluded=excluded)
-
-    def _amount_eur(self, fields: Mapping[str, Any]) -> float | None:
-        rate = self.fx_rates.get(fields.get("currency"))
-        return None if rate is None else float(Decimal(str(fields["amount"])) / rate)
-
-    def _first_failure(self, psp: PspProfile, fields: Mapping[str, Any], amount_eur: float | None) -> str | None:
-        if not psp.enabled:
-            return "psp_disabled"
-        for rule in ELIGIBILITY_RULES:
-            if rule.applies is not None and not rule.applies(fields):
-                continue
-            allowed = self._rule_sets[rule.reason][psp.name]
-            if allowed is not None and _as_key(fields.get(rule.field)) not in allowed:
-                return rule.reason
-        limits = psp.amount_limits
-        if amount_eur is None:
-            return "currency_not_supported"
-        if amount_eur < float(limits.min_eur):
-            return "amount_below_minimum"
-        if amount_eur > float(limits.max_eur):
-            return "amount_above_maximum"
-        return None
 
     def eligibility_matrix(self, transactions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Column-wise eligibility for a frame of transactions.
@@ -304,10 +322,13 @@ def _as_key(value: Any) -> str | None:
     return value.value if hasattr(value, "value") else str(value)
 
 
+_ELIGIBILITY_FIELDS = ("amount", *dict.fromkeys(rule.field for rule in ELIGIBILITY_RULES))
+
+
 def _transaction_fields(transaction: Mapping[str, Any] | Any) -> Mapping[str, Any]:
     if isinstance(transaction, Mapping):
         return transaction
-    return {name: getattr(transaction, name) for name in type(transaction).model_fields}
+    return {name: getattr(transaction, name, None) for name in _ELIGIBILITY_FIELDS}
 
 
 # --------------------------------------------------------------------------------------------------
