@@ -5,9 +5,11 @@ BentoML service taking the same body, then with an httpx async client:
 
 1. closed loop at several concurrency levels: throughput and p50/p99 latency of /rank vs the no-op;
 2. open loop at a fixed rate (default 100 req/s): p50/p99 of /rank;
-3. /rank_batch (256 transactions per request): decisions per second.
+3. /rank_batch (256 transactions per request): decisions per second;
+4. /feedback (one outcome per call, each for a decision the service issued) at several concurrency
+   levels: outcomes per second and p50/p99 (every outcome is fsync'd to the log before its answer).
 
-    python benchmarks/bench_service.py [--models-dir models] [--seconds 5] [--quick]
+    python benchmarks/bench_service.py [--models-dir models] [--seconds 5] [--quick] [--only feedback]
 
 The load generator shares the machine's cores with the server; figures are recorded in docs/serving.md.
 """
@@ -30,6 +32,8 @@ import httpx
 import numpy as np
 
 from payroute.serving.schemas import EXAMPLE_TRANSACTION, MAX_BATCH
+
+API_KEY = "bench-key"
 
 
 @bentoml.service(name="noop", workers=1, traffic={"timeout": 10, "max_concurrency": 1000})
@@ -117,6 +121,40 @@ async def open_loop(url: str, body: dict, rate: float, seconds: float) -> tuple[
     return np.array(latencies), failures
 
 
+async def feedback_loop(url: str, concurrency: int, count: int) -> tuple[float, np.ndarray, int]:
+    """``count`` outcomes for fresh decisions, sent by ``concurrency`` clients: (outcomes/s, latencies s, failures)."""
+    headers = {"X-API-Key": API_KEY}
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=concurrency)) as http:
+        decisions = []
+        run = f"fb{concurrency}r{int(time.time()) % 100_000}"  # short digit runs: never mistaken for a PAN
+        for start in range(0, count, MAX_BATCH):
+            ids = [f"{run}-{i}" for i in range(start, min(count, start + MAX_BATCH))]
+            batch = {"transactions": [{**EXAMPLE_TRANSACTION, "id": i} for i in ids]}
+            response = await http.post(f"{url}/rank_batch", json=batch)
+            assert response.status_code == 200, response.text[:500]
+            answer = response.json()["decisions"]
+            decisions += [(i, d["decision_id"], d["ranking"][0]["psp"]) for i, d in zip(ids, answer)]
+        queue = list(reversed(decisions))
+        latencies: list[float] = []
+        failures = 0
+
+        async def client() -> None:
+            nonlocal failures
+            while queue:
+                transaction_id, decision_id, psp = queue.pop()
+                body = {"transaction_id": transaction_id, "attempt": 1, "psp": psp, "status": "approved",
+                        "timestamp": EXAMPLE_TRANSACTION["timestamp"], "latency_ms": 250.0, "decision_id": decision_id}
+                start = time.perf_counter()
+                response = await http.post(f"{url}/feedback", json=body, headers=headers)
+                latencies.append(time.perf_counter() - start)
+                failures += response.status_code != 200 or not response.json().get("learned")
+
+        began = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    return len(latencies) / elapsed, np.array(latencies), failures
+
+
 def ms(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q) * 1000)
 
@@ -127,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--concurrency", default="1,4,16,64")
+    parser.add_argument("--feedback-concurrency", default="1,8,32")
+    parser.add_argument("--feedback-count", type=int, default=1000, help="outcomes per feedback level")
+    parser.add_argument("--only", choices=("rank", "feedback"), default=None, help="run one part only")
     parser.add_argument("--quick", action="store_true", help="2 s per measurement")
     args = parser.parse_args(argv)
     seconds = 2.0 if args.quick else args.seconds
@@ -141,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         write_demo_bundle(models / "champion", load_catalog(), Transaction.model_validate(EXAMPLE_TRANSACTION))
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     env["PAYROUTE_MAX_CONCURRENCY"] = "1000"  # measure latency, not shedding
+    env["PAYROUTE_API_KEYS"] = API_KEY
     service_port, noop_port = free_port(), free_port()
     service_url, noop_url = f"http://127.0.0.1:{service_port}", f"http://127.0.0.1:{noop_port}"
     service = start([sys.executable, "-m", "payroute.cli", "serve", "--port", str(service_port), "--no-train",
@@ -150,7 +192,16 @@ def main(argv: list[str] | None = None) -> int:
     body = {"transaction": EXAMPLE_TRANSACTION}
     try:
         status = httpx.get(f"{service_url}/status").json()
-        print(f"model {status['model_version']} loaded={status['model_loaded']}; {os.cpu_count()} CPUs shared with the load generator")
+        print(f"model {status['model_version']} loaded={status['model_loaded']}; {os.cpu_count()} CPUs shared with the load "
+              f"generator; load average {os.getloadavg()[0]:.1f}")
+        if args.only != "rank":
+            print(f"{'concurrency':>11} | {'/feedback outcomes/s':>20} {'p50 ms':>7} {'p99 ms':>7}")
+            for concurrency in (int(c) for c in args.feedback_concurrency.split(",")):
+                rate, latencies, failures = asyncio.run(feedback_loop(service_url, concurrency, args.feedback_count))
+                print(f"{concurrency:>11} | {rate:>20.0f} {ms(latencies, 50):>7.2f} {ms(latencies, 99):>7.2f}"
+                      f"{'' if failures == 0 else f'  failures {failures}'}")
+            if args.only == "feedback":
+                return 0
         asyncio.run(closed_loop(f"{service_url}/rank", body, 4, 1.0))  # warm-up
         asyncio.run(closed_loop(f"{noop_url}/noop", body, 4, 1.0))
         print(f"{'concurrency':>11} | {'/rank req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | {'no-op req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | ratio")

@@ -2,22 +2,27 @@
 
 Two SQLite files in WAL mode, so a slow outcome fsync never blocks ranking:
 
-- ``outcomes.sqlite`` (``synchronous=FULL``): one row per ``(transaction_id, attempt)``; an insert
+- ``outcomes.sqlite`` (``synchronous=FULL``): one row per ``(transaction_id, attempt)``; an append
   returns only after the WAL is on disk, so an acknowledged outcome survives ``kill -9`` and power loss.
-  Each learnable row carries the transaction it was routed for, so replay and export need this file only.
-  Triggers refuse UPDATE and DELETE: the log is append-only.
-- ``decisions.sqlite`` (``synchronous=NORMAL``): decisions issued, written by a background thread in
-  batches (group commit) so ``/rank`` never waits for disk. A process crash loses at most the batch in
-  flight (~``flush_interval``); feedback for such a decision is stored but not learned from.
+  Concurrent appends are *group committed*: whoever finds no commit in flight writes every queued
+  outcome in one transaction (one fsync) and wakes the others, each acknowledged only after the commit
+  that holds it. Each learnable row carries its transaction and the bandit baseline the decision
+  recorded, so replay and export need this file only. Triggers refuse UPDATE and DELETE.
+- ``decisions.sqlite`` (``synchronous=NORMAL``): decisions issued, one transaction per ``/rank`` or
+  ``/rank_batch`` call, committed before the answer. In WAL mode a NORMAL commit is in the OS's hands
+  when it returns (no fsync): it survives a process crash (``kill -9``, OOM kill), and only an OS crash
+  or power loss can lose the decisions since the last checkpoint; feedback for such a decision is then
+  stored but not learned from.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +39,7 @@ CREATE TABLE IF NOT EXISTS outcomes (
     transaction_json TEXT,
     propensity REAL,
     received_at REAL NOT NULL,
+    baseline REAL,
     UNIQUE (transaction_id, attempt)
 );
 CREATE TRIGGER IF NOT EXISTS outcomes_no_update BEFORE UPDATE ON outcomes
@@ -51,9 +57,12 @@ CREATE TABLE IF NOT EXISTS decisions (
     propensity REAL,
     model_version TEXT,
     degraded INTEGER NOT NULL,
-    issued_at REAL NOT NULL
+    issued_at REAL NOT NULL,
+    baselines_json TEXT
 );
 """
+# Columns added after the first release: (table, column, type); a file from before gets them on open.
+_ADDED_COLUMNS = (("outcomes", "baseline", "REAL"), ("decisions", "baselines_json", "TEXT"))
 
 
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -61,6 +70,14 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute(f"PRAGMA synchronous={synchronous}")
     return connection
+
+
+def _migrate(connection: sqlite3.Connection, table: str) -> None:
+    """Add the columns a log file written by an older release lacks (NULL in old rows)."""
+    present = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+    for name, column, kind in _ADDED_COLUMNS:
+        if name == table and column not in present:
+            connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -78,6 +95,7 @@ class OutcomeRecord:
     transaction_json: str | None
     propensity: float | None
     received_at: float
+    baseline: float | None = None  # the bandit's prior mean for this PSP at decision time (exact replay)
 
 
 @dataclass(frozen=True)
@@ -88,44 +106,98 @@ class AppendResult:
 
 
 class OutcomeLog:
-    """Append-only outcome log, idempotent on ``(transaction_id, attempt)``."""
+    """Append-only outcome log, idempotent on ``(transaction_id, attempt)``, with group commit.
 
-    def __init__(self, path: str | Path) -> None:
+    ``on_commit`` (optional) receives the rows each commit recorded, as ``(sequence, record)`` in log
+    order, before any of their appends returns and before the next commit starts: the service queues
+    them for learning, so learning order is log order.
+    """
+
+    def __init__(
+        self, path: str | Path, *, on_commit: Callable[[list[tuple[int, OutcomeRecord]]], None] | None = None
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._connection = _connect(self.path, "FULL")
         self._connection.executescript(_OUTCOMES_DDL)
-        self._lock = threading.Lock()
+        _migrate(self._connection, "outcomes")
+        self._lock = threading.Lock()  # the connection
+        self._group = threading.Condition()  # the queue and the "commit in flight" flag
+        self._queue: list[_Pending] = []
+        self._committing = False
+        self.on_commit = on_commit
+        self.commits = 0  # transactions (fsyncs) so far: appends / commits is the group size
 
     def append(self, record: OutcomeRecord) -> AppendResult:
         """Insert durably; an identical repeat is ``duplicate``, a different one ``conflict``."""
+        return self.append_many([record])[0]
+
+    def append_many(self, records: Sequence[OutcomeRecord]) -> list[AppendResult]:
+        """Insert durably, in order; returns once the commit holding them is on disk."""
+        entry = _Pending(list(records))
+        with self._group:
+            self._queue.append(entry)
+            while entry.results is None and entry.error is None:
+                if self._committing:
+                    self._group.wait()
+                    continue
+                batch, self._queue, self._committing = self._queue, [], True
+                self._group.release()
+                try:
+                    self._commit(batch)
+                finally:
+                    self._group.acquire()
+                    self._committing = False
+                    self._group.notify_all()
+        if entry.error is not None:
+            raise entry.error
+        return entry.results
+
+    def _commit(self, batch: list["_Pending"]) -> None:
+        """One transaction for every queued append: one fsync, however many outcomes."""
+        committed: list[tuple[int, OutcomeRecord]] = []
+        try:
+            with self._lock:
+                self._connection.execute("BEGIN IMMEDIATE")
+                try:
+                    results = [[self._insert(record, committed) for record in entry.records] for entry in batch]
+                    self._connection.execute("COMMIT")
+                except BaseException:
+                    self._connection.execute("ROLLBACK")
+                    raise
+                self.commits += 1
+            if committed and self.on_commit is not None:
+                self.on_commit(committed)
+        except Exception as error:  # every waiter of a failed commit hears it (nothing was acknowledged)
+            for entry in batch:
+                entry.error = error
+            return
+        for entry, result in zip(batch, results):
+            entry.results = result
+
+    def _insert(self, record: OutcomeRecord, committed: list[tuple[int, OutcomeRecord]]) -> AppendResult:
         outcome, decision_id = record.outcome, record.decision_id
         row = (
-            outcome.transaction_id,
-            outcome.attempt,
-            decision_id,
-            int(record.decision_known),
-            outcome.model_dump_json(),
-            record.transaction_json,
-            record.propensity,
-            record.received_at,
+            outcome.transaction_id, outcome.attempt, decision_id, int(record.decision_known), outcome.model_dump_json(),
+            record.transaction_json, record.propensity, record.received_at, record.baseline,
         )
-        with self._lock:
-            try:
-                cursor = self._connection.execute(
-                    "INSERT INTO outcomes (transaction_id, attempt, decision_id, decision_known, outcome_json,"
-                    " transaction_json, propensity, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    row,
-                )
-                return AppendResult("recorded", int(cursor.lastrowid), record.decision_known)
-            except sqlite3.IntegrityError:
-                sequence, stored_decision, known, stored_json = self._connection.execute(
-                    "SELECT sequence, decision_id, decision_known, outcome_json FROM outcomes"
-                    " WHERE transaction_id = ? AND attempt = ?",
-                    (outcome.transaction_id, outcome.attempt),
-                ).fetchone()
-        same = stored_decision == decision_id and AttemptOutcome.model_validate_json(stored_json) == outcome
-        return AppendResult("duplicate" if same else "conflict", int(sequence), bool(known))
+        try:
+            cursor = self._connection.execute(
+                "INSERT INTO outcomes (transaction_id, attempt, decision_id, decision_known, outcome_json,"
+                " transaction_json, propensity, received_at, baseline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+        except sqlite3.IntegrityError:  # aborts this statement only, not the group's transaction
+            sequence, stored_decision, known, stored_json = self._connection.execute(
+                "SELECT sequence, decision_id, decision_known, outcome_json FROM outcomes"
+                " WHERE transaction_id = ? AND attempt = ?",
+                (outcome.transaction_id, outcome.attempt),
+            ).fetchone()
+            same = stored_decision == decision_id and AttemptOutcome.model_validate_json(stored_json) == outcome
+            return AppendResult("duplicate" if same else "conflict", int(sequence), bool(known))
+        sequence = int(cursor.lastrowid)
+        committed.append((sequence, record))
+        return AppendResult("recorded", sequence, record.decision_known)
 
     def since(self, sequence: int) -> Iterator[tuple[int, OutcomeRecord]]:
         """Rows after ``sequence`` in log order (the replay tail)."""
@@ -133,10 +205,10 @@ class OutcomeLog:
         try:
             rows = reader.execute(
                 "SELECT sequence, outcome_json, decision_id, decision_known, transaction_json, propensity,"
-                " received_at FROM outcomes WHERE sequence > ? ORDER BY sequence",
+                " received_at, baseline FROM outcomes WHERE sequence > ? ORDER BY sequence",
                 (sequence,),
             )
-            for seq, outcome_json, decision_id, known, transaction_json, propensity, received_at in rows:
+            for seq, outcome_json, decision_id, known, transaction_json, propensity, received_at, baseline in rows:
                 record = OutcomeRecord(
                     AttemptOutcome.model_validate_json(outcome_json),
                     decision_id,
@@ -144,6 +216,7 @@ class OutcomeLog:
                     transaction_json,
                     propensity,
                     received_at,
+                    baseline,
                 )
                 yield int(seq), record
         finally:
@@ -164,6 +237,20 @@ class OutcomeLog:
 # --------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Pending:
+    """Appends waiting for a group commit: their results, or the error that failed the commit."""
+
+    records: list[OutcomeRecord]
+    results: list[AppendResult] | None = None
+    error: Exception | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Decisions
+# --------------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class DecisionRecord:
     decision_id: str
@@ -174,41 +261,48 @@ class DecisionRecord:
     model_version: str | None
     degraded: bool
     issued_at: float
+    baselines: Mapping[str, float] = field(default_factory=dict)  # the bandit's prior mean per ranked PSP
+
+
+_DECISION_COLUMNS = (
+    "decision_id, transaction_id, transaction_json, first_psp, propensity, model_version, degraded, issued_at,"
+    " baselines_json"
+)
 
 
 class DecisionLog:
-    """Decisions issued, with an in-memory cache of recent ones and a group-committing writer thread.
+    """Decisions issued: written before the answer (one WAL transaction per call, no fsync), recent ones cached."""
 
-    The writer wakes every ``flush_interval`` seconds (not per decision), so ranking threads rarely
-    hand the GIL to it; :meth:`flush` forces a write and waits for it.
-    """
-
-    def __init__(self, path: str | Path, *, cache_size: int = 200_000, flush_interval: float = 0.05) -> None:
+    def __init__(self, path: str | Path, *, cache_size: int = 200_000) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = _connect(self.path, "NORMAL")
-        self._writer.executescript(_DECISIONS_DDL)
-        self._reader = _connect(self.path, "NORMAL")
-        self._reader_lock = threading.Lock()
+        self._connection = _connect(self.path, "NORMAL")
+        self._connection.executescript(_DECISIONS_DDL)
+        _migrate(self._connection, "decisions")
+        self._lock = threading.Lock()
         self._cache: OrderedDict[str, DecisionRecord] = OrderedDict()
         self._cache_size = cache_size
-        self._pending: list[DecisionRecord] = []
-        self._pending_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._written = threading.Condition()
-        self._generation = 0
-        self._stopping = False
-        self._flush_interval = flush_interval
-        self._thread = threading.Thread(target=self._run, name="payroute-decision-log", daemon=True)
-        self._thread.start()
 
     def record(self, records: Sequence[DecisionRecord]) -> None:
-        """Remember and queue for writing; never blocks on disk."""
+        """Write (one transaction) and remember; returns once SQLite holds them (survives a process crash)."""
+        rows = [
+            (r.decision_id, r.transaction_id, r.transaction_json, r.first_psp, r.propensity, r.model_version,
+             int(r.degraded), r.issued_at, json.dumps(dict(r.baselines)) if r.baselines else None)
+            for r in records
+        ]
+        with self._lock:
+            self._connection.execute("BEGIN")
+            try:
+                self._connection.executemany(
+                    f"INSERT OR IGNORE INTO decisions ({_DECISION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
+            except BaseException:
+                self._connection.execute("ROLLBACK")
+                raise
+            self._connection.execute("COMMIT")
         cache = self._cache
         for record in records:
             cache[record.decision_id] = record
-        with self._pending_lock:
-            self._pending.extend(records)
         while len(cache) > self._cache_size:
             cache.popitem(last=False)
 
@@ -217,53 +311,14 @@ class DecisionLog:
         cached = self._cache.get(decision_id)
         if cached is not None:
             return cached
-        with self._reader_lock:
-            row = self._reader.execute(
-                "SELECT decision_id, transaction_id, transaction_json, first_psp, propensity, model_version,"
-                " degraded, issued_at FROM decisions WHERE decision_id = ?",
-                (decision_id,),
+        with self._lock:
+            row = self._connection.execute(
+                f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE decision_id = ?", (decision_id,)
             ).fetchone()
-        return None if row is None else DecisionRecord(*row[:6], bool(row[6]), row[7])
-
-    def flush(self, timeout: float = 10.0) -> None:
-        """Block until everything recorded so far is committed."""
-        with self._written:
-            target = self._generation + 2  # the write in progress may have missed our records
-            self._wake.set()
-            self._written.wait_for(lambda: self._generation >= target or self._stopping, timeout)
+        if row is None:
+            return None
+        return DecisionRecord(*row[:6], bool(row[6]), row[7], json.loads(row[8]) if row[8] else {})
 
     def close(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        self._thread.join(timeout=10)
-        self._writer.close()
-        self._reader.close()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(self._flush_interval)
-            self._wake.clear()
-            with self._pending_lock:
-                batch, self._pending = self._pending, []
-            if batch:
-                self._write(batch)
-            with self._written:
-                self._generation += 1
-                self._written.notify_all()
-            if self._stopping:
-                with self._pending_lock:
-                    batch, self._pending = self._pending, []
-                if batch:
-                    self._write(batch)
-                return
-
-    def _write(self, batch: list[DecisionRecord]) -> None:
-        rows = [
-            (r.decision_id, r.transaction_id, r.transaction_json, r.first_psp, r.propensity, r.model_version,
-             int(r.degraded), r.issued_at)
-            for r in batch
-        ]
-        self._writer.execute("BEGIN")
-        self._writer.executemany("INSERT OR IGNORE INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        self._writer.execute("COMMIT")
-
+        with self._lock:
+            self._connection.close()

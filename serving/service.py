@@ -91,7 +91,6 @@ class PayrouteService:
         self.metrics = ServiceMetrics()
         self.core = ScoringCore(self.catalog, self.settings.state_dir, self.metrics, seed=self.settings.seed)
         self.source = ModelSource(self.settings.models_dir, self.settings.tracking_uri)
-        self._feedback_lock = asyncio.Lock()
         # One thread owns the learning state (router, features): ranking and learning never interleave,
         # and the event loop stays free, so waiting requests count against max_concurrency (fast 429).
         self._state_limiter: anyio.CapacityLimiter | None = None
@@ -124,10 +123,10 @@ class PayrouteService:
         """Record one attempt outcome durably, then learn from it if this service issued its decision."""
         request = FeedbackRequest.model_construct(**fields)
         outcome = request.outcome()
-        record = await anyio.to_thread.run_sync(self.core.outcome_record, outcome, request.decision_id)
-        async with self._feedback_lock:  # log order == learning order, as in replay
-            result = await anyio.to_thread.run_sync(self.core.outcomes.append, record)
-            learned = result.status == "recorded" and await self._in_state(self.core.learn, result.sequence, record)
+        # Durable first (group commit: concurrent outcomes share one fsync), then learned on the state
+        # thread in log order, as replay does; the answer comes after both.
+        result, record = await anyio.to_thread.run_sync(self.core.record_outcome, outcome, request.decision_id)
+        learned = result.status == "recorded" and await self._in_state(self.core.learn_committed, result.sequence)
         self.metrics.feedback.labels(result.status).inc()
         if result.status == "conflict":
             return JSONResponse(  # type: ignore[return-value]
@@ -231,11 +230,10 @@ class PayrouteService:
         self._install(bundle, fingerprint)
 
     async def _snapshot(self) -> None:
-        async with self._feedback_lock:
-            try:
-                await self._in_state(self.core.snapshot)
-            except Exception:
-                logger.exception("state snapshot failed")
+        try:
+            await self._in_state(self.core.snapshot)  # learns what is queued first: covers a prefix of the log
+        except Exception:
+            logger.exception("state snapshot failed")
 
     async def _in_state(self, function, *args):
         if self._state_limiter is None:

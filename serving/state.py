@@ -5,6 +5,12 @@ catalogue's static order, marked degraded. Learning happens only from outcomes w
 service issued for the same transaction. State is snapshotted (router JSON + feature store + the log
 sequence it covers) and rebuilt at start-up from the newest snapshot plus the outcome log's tail, in
 log order: the same path as live learning, so a crash between acknowledgement and snapshot loses nothing.
+Each logged outcome carries the bandit baseline its decision recorded, so the replayed bandit state is
+exactly the live one.
+
+Learning order is log order: the outcome log hands each group commit's rows, in sequence order, to
+:meth:`ScoringCore.queue_learning`; :meth:`ScoringCore.learn_committed` (on the state thread) learns
+everything queued, in order, and each log row is learned at most once.
 """
 
 from __future__ import annotations
@@ -14,15 +20,17 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from payroute.catalog import Catalog
 from payroute.contracts import AttemptOutcome, Transaction
-from payroute.serving.eventlog import DecisionLog, DecisionRecord, OutcomeLog, OutcomeRecord
+from payroute.serving.eventlog import AppendResult, DecisionLog, DecisionRecord, OutcomeLog, OutcomeRecord
 from payroute.serving.metrics import ServiceMetrics
 from payroute.serving.predictor import BundlePredictor, ModelSlot
 from payroute.serving.static_order import static_decision
@@ -31,6 +39,7 @@ logger = logging.getLogger("bentoml.payroute")
 
 SNAPSHOTS_DIR = "snapshots"
 SNAPSHOTS_KEPT = 3
+LEARN_RESULTS_KEPT = 10_000  # results of learned rows waiting for their /feedback call to read them
 
 
 def new_decision_id() -> str:
@@ -87,44 +96,62 @@ class ScoringCore:
         self.features = make_feature_store(catalog)
         self.predictor = BundlePredictor(self.slot, self.features)
         self.router = make_router(catalog, self.predictor, seed) if self.features is not None else None
-        self.outcomes = OutcomeLog(self.state_dir / "outcomes.sqlite")
+        self.outcomes = OutcomeLog(self.state_dir / "outcomes.sqlite", on_commit=self.queue_learning)
         self.decisions = DecisionLog(self.state_dir / "decisions.sqlite")
         self.last_sequence = 0
+        self._to_learn: deque[tuple[int, OutcomeRecord]] = deque()
+        self._to_learn_lock = threading.Lock()
+        self._learned: OrderedDict[int, bool] = OrderedDict()
         self.boot_id = "b" + uuid.uuid4().hex[:10]
 
     # ------------------------------------------------------------------ ranking
 
     def rank(self, transaction: Transaction) -> Any:
         """A decision from the router (itself degraded without a usable model), or the static order if it fails."""
-        if self.router is not None:
-            try:
-                decision = self.router.rank(transaction)
-            except Exception:  # fail-open: whatever broke, the payment still gets a ranking
-                logger.exception("router failed; answering from the static order")
-                cause = "router_error"
-            else:
-                decision = dataclasses.replace(
-                    decision, decision_id=public_decision_id(self.boot_id, decision.decision_id)
-                )
-                if decision.degraded:
-                    self.metrics.degraded.labels(degraded_cause(decision)).inc()
-                self._issued(transaction, decision)
-                return decision
-        else:
-            cause = "no_router"
-        decision = static_decision(self.catalog, transaction, new_decision_id(), cause=cause)
-        self.metrics.degraded.labels(cause).inc()
-        self._issued(transaction, decision)
+        decision = self._decide(transaction)
+        self._issued([transaction], [decision])
         return decision
 
     def rank_many(self, transactions: Sequence[Transaction]) -> list[Any]:
-        return [self.rank(transaction) for transaction in transactions]
+        """Decisions in request order: one vectorised router call for the batch, one log transaction.
+        If the batch path fails, each transaction is ranked alone (fail-open, one by one)."""
+        decisions = None
+        if self.router is not None and transactions:
+            try:
+                decisions = [self._routed(d) for d in self.router.rank_many(transactions)]
+            except Exception:
+                logger.exception("batch ranking failed; ranking one by one")
+        if decisions is None:
+            decisions = [self._decide(transaction) for transaction in transactions]
+        self._issued(transactions, decisions)
+        return decisions
 
-    def _issued(self, transaction: Transaction, decision: Any) -> None:
-        first_psp = decision.ranking[0].psp if decision.ranking else None
-        self.metrics.decisions.labels(first_psp or "none").inc()
-        self.decisions.record(
-            [
+    def _decide(self, transaction: Transaction) -> Any:
+        if self.router is not None:
+            try:
+                return self._routed(self.router.rank(transaction))
+            except Exception:  # fail-open: whatever broke, the payment still gets a ranking
+                logger.exception("router failed; answering from the static order")
+                cause = "router_error"
+        else:
+            cause = "no_router"
+        self.metrics.degraded.labels(cause).inc()
+        return static_decision(self.catalog, transaction, new_decision_id(), cause=cause)
+
+    def _routed(self, decision: Any) -> Any:
+        """The router's decision under its public id, counted if degraded."""
+        if decision.degraded:
+            self.metrics.degraded.labels(degraded_cause(decision)).inc()
+        return dataclasses.replace(decision, decision_id=public_decision_id(self.boot_id, decision.decision_id))
+
+    def _issued(self, transactions: Sequence[Transaction], decisions: Sequence[Any]) -> None:
+        """Count and log the decisions (one transaction, written before the answer)."""
+        now = time.time()
+        records = []
+        for transaction, decision in zip(transactions, decisions):
+            first_psp = decision.ranking[0].psp if decision.ranking else None
+            self.metrics.decisions.labels(first_psp or "none").inc()
+            records.append(
                 DecisionRecord(
                     decision_id=decision.decision_id,
                     transaction_id=transaction.id,
@@ -133,10 +160,11 @@ class ScoringCore:
                     propensity=decision.propensity,
                     model_version=decision.model_version,
                     degraded=bool(decision.degraded),
-                    issued_at=time.time(),
+                    issued_at=now,
+                    baselines=getattr(decision, "baselines", {}),
                 )
-            ]
-        )
+            )
+        self.decisions.record(records)
 
     # ------------------------------------------------------------------ learning
 
@@ -151,19 +179,48 @@ class ScoringCore:
             transaction_json=decision.transaction_json if known else None,
             propensity=decision.propensity if known and decision.first_psp == outcome.psp else None,
             received_at=time.time(),
+            baseline=decision.baselines.get(outcome.psp) if known else None,
         )
 
+    def record_outcome(self, outcome: AttemptOutcome, decision_id: str | None) -> tuple[AppendResult, OutcomeRecord]:
+        """Write one outcome durably (group commit); a recorded row is queued for learning before this returns."""
+        record = self.outcome_record(outcome, decision_id)
+        return self.outcomes.append(record), record
+
+    def queue_learning(self, committed: list[tuple[int, OutcomeRecord]]) -> None:
+        """The outcome log's commit hook: rows to learn from, in log order."""
+        with self._to_learn_lock:
+            self._to_learn.extend(committed)
+
+    def learn_committed(self, sequence: int | None = None) -> bool:
+        """Learn every queued row in log order (state thread); True if row ``sequence`` was learned from."""
+        while True:
+            with self._to_learn_lock:
+                if not self._to_learn:
+                    break
+                queued_sequence, record = self._to_learn.popleft()
+            self._learned[queued_sequence] = self.learn(queued_sequence, record)
+            while len(self._learned) > LEARN_RESULTS_KEPT:
+                self._learned.popitem(last=False)
+        return bool(self._learned.pop(sequence, False)) if sequence is not None else False
+
     def learn(self, sequence: int, record: OutcomeRecord) -> bool:
-        """Apply one logged outcome to features and bandit; True when it was learned from."""
-        self.last_sequence = max(self.last_sequence, sequence)
+        """Apply one logged outcome to features and bandit; True when it was learned from.
+        A row at or before ``last_sequence`` was already learned (or is in the snapshot): never twice."""
+        if sequence <= self.last_sequence:
+            return False
+        self.last_sequence = sequence
         if not record.decision_known or record.transaction_json is None:
             return False
         transaction = Transaction.model_validate_json(record.transaction_json)
         try:
-            # Bandit first: on replay (decision memory gone) its baseline is then predicted from the
-            # features as they were before this outcome, as at decision time.
+            # Bandit first: without a logged baseline (rows from before baselines were logged, or a PSP the
+            # decision did not rank) it is predicted from the features as they were before this outcome.
             if self.router is not None:
-                self.router.observe(record.outcome, transaction, decision_id=router_decision_id(record.decision_id))
+                self.router.observe(
+                    record.outcome, transaction, decision_id=router_decision_id(record.decision_id),
+                    baseline=record.baseline,
+                )
             if self.features is not None:
                 self.features.update(record.outcome, transaction)
         except Exception:
@@ -176,6 +233,7 @@ class ScoringCore:
 
     def snapshot(self) -> Path:
         """Write router + feature state as of ``last_sequence``; the directory appears complete or not at all."""
+        self.learn_committed()
         root = self.state_dir / SNAPSHOTS_DIR
         final = root / f"{self.last_sequence:012d}"
         if (final / "meta.json").exists():
@@ -212,7 +270,6 @@ class ScoringCore:
         replayed = 0
         for sequence, record in self.outcomes.since(self.last_sequence):
             replayed += self.learn(sequence, record)
-            self.last_sequence = sequence
         self.metrics.replayed.set(replayed)
         return replayed
 

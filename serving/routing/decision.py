@@ -6,7 +6,8 @@ expected_cost / score / reasons``, ``excluded``, ``model_version``, ``propensity
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 ReasonValue = float | int | str | bool | None
@@ -64,6 +65,8 @@ class Decision:
     ``stop`` is True when the cascade must end (a customer- or hard-class decline, an approval, or no
     eligible PSP); the ranking is then empty and ``stop_reason`` says why. ``propensity`` is the
     probability under the policy that ``ranking[0]`` is first (1.0 when degraded: static order).
+    ``baselines`` is the bandit's prior mean per eligible PSP at decision time, the baseline an outcome
+    of this decision is scored against (the service logs it for exact replay; not in the JSON body).
     """
 
     decision_id: str
@@ -79,6 +82,7 @@ class Decision:
     stop: bool = False
     stop_reason: str | None = None
     reasons: tuple[Reason, ...] = ()
+    baselines: Mapping[str, float] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def first(self) -> str | None:

@@ -163,9 +163,9 @@ class Router:
             )
             for position, j in enumerate(order)
         )
-        self._remember(decision_id, segment, eligible, prior)
+        baselines = self._remember(decision_id, segment, eligible, prior)
         return Decision(
-            ranking=ranking, propensity=float(policy.probabilities[first]), degraded=False,
+            ranking=ranking, propensity=float(policy.probabilities[first]), degraded=False, baselines=baselines,
             reasons=(
                 Reason("greedy_psp", eligible[policy.greedy]),
                 Reason("explored", bool(first != policy.greedy)),
@@ -213,8 +213,11 @@ class Router:
             )
             for position, j in enumerate(order)
         )
-        self._remember(common["decision_id"], common["segment"], eligible, neutral)
-        return Decision(ranking=ranking, propensity=1.0, degraded=True, reasons=(Reason("degraded", failure),), **common)
+        baselines = self._remember(common["decision_id"], common["segment"], eligible, neutral)
+        return Decision(
+            ranking=ranking, propensity=1.0, degraded=True, reasons=(Reason("degraded", failure),), baselines=baselines,
+            **common,
+        )
 
     def _cost_terms(self, transaction: Transaction, eligible: list[str], index: np.ndarray) -> CostTerms:
         amount = float(transaction.amount)
@@ -263,16 +266,25 @@ class Router:
             for probability, adjustment, count, fee, fx, declined, chargeback, is_demoted, shares in columns
         ]
 
-    def _remember(self, decision_id: str, segment: str, eligible: list[str], prior: np.ndarray) -> None:
-        self._decisions[decision_id] = (segment, dict(zip(eligible, prior.tolist())))
+    def _remember(self, decision_id: str, segment: str, eligible: list[str], prior: np.ndarray) -> dict[str, float]:
+        """Keep the decision's baselines (prior mean per eligible PSP) for its outcomes; returns them."""
+        baselines = dict(zip(eligible, prior.tolist()))
+        self._decisions[decision_id] = (segment, baselines)
         while len(self._decisions) > self.config.decision_memory:
             self._decisions.popitem(last=False)
+        return baselines
 
     # ------------------------------------------------------------------ update
 
-    def observe(self, outcome: AttemptOutcome, transaction: Transaction, decision_id: str | None = None) -> None:
+    def observe(
+        self, outcome: AttemptOutcome, transaction: Transaction, decision_id: str | None = None, *,
+        baseline: float | None = None,
+    ) -> None:
         """Learn from one attempt: health from errors/timeouts; the posterior from approvals and PSP-class
-        failures. Customer- and hard-class declines say nothing about the PSP and leave the posterior alone."""
+        failures. Customer- and hard-class declines say nothing about the PSP and leave the posterior alone.
+
+        The residual's baseline is ``baseline`` when given (the decision's ``baselines[psp]``, as logged:
+        replay is then exact), else the remembered decision's, else the model's current prediction."""
         now = outcome.timestamp.timestamp()
         with self._lock:
             self.health.observe(outcome.psp, outcome.status, now)
@@ -280,7 +292,8 @@ class Router:
                 return
             if outcome.status != AttemptStatus.approved and outcome.decline_class != DeclineClass.soft:
                 return
-            baseline = self._baseline(outcome, transaction, decision_id)
+            if baseline is None:
+                baseline = self._baseline(outcome, transaction, decision_id)
             if baseline is None:
                 return
             segment = segment_of(transaction)
