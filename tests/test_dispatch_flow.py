@@ -214,3 +214,30 @@ def test_restart_inquires_the_attempt_left_in_flight(rig_factory):
     assert types == ["intent", "inquiry", "result", "final"]
     rig.close()
     assert list(rig.sink.events) == ["t1:1"]
+
+
+def withdrawal(txn_id: str = "w1") -> Transaction:
+    return Transaction(id=txn_id, timestamp=T0, type="withdrawal", amount=Decimal("80"), currency="EUR", country="DE",
+                       payment_method="card", card_network="visa", card_bin="411111", card_type="debit",
+                       issuer_country="DE", vertical="ecommerce", merchant_id="m1", customer_id="cust-0001",
+                       card_fingerprint="fp-card-0001")
+
+
+def test_pending_payout_is_resolved_by_inquiry_after_a_restart(rig_factory):
+    late = FaultPlan(rates={"late": 1}, hang_s=0.6)
+    rig = rig_factory(faults={p: late for p in PSPS}, policy=DispatchPolicy(inquiries=2, inquiry_backoff_s=0.02))
+    result = rig.dispatcher.dispatch(withdrawal())
+    assert (result.status, [a.kind for a in result.attempts]) == ("pending", ["unknown"])
+    first_psp = result.psp
+    assert sum(s.requests for s in rig.servers.values()) == rig.servers[first_psp].requests  # nowhere else
+    rig.close()
+    time.sleep(0.7)  # the PSP decides meanwhile
+    rig.open()  # a restarted dispatcher on the same journal
+    assert rig.dispatcher.resolve_pending() == {"w1": "approved"}
+    assert [(e.kind, e.psp) for e in rig.ledger.entries] == [("payout", first_psp)]
+    inquiries = [r for r in rig.records() if r["type"] == "inquiry"]
+    assert len(inquiries) == 3 and all(r["key"] == "w1:1" for r in inquiries)  # 2 at the time, 1 after restart
+    assert rig.dispatcher.dispatch(withdrawal()).status == "approved"  # the journal's last word
+    assert rig.dispatcher.resolve_pending() == {}  # nothing left to inquire
+    rig.close()
+    assert rig.sink.events["w1:1"]["status"] == "timeout"  # reported once, as seen when it settled

@@ -244,3 +244,62 @@ def test_payout_order_is_least_cost_then_closed_loop():
     assert payout_order(catalog, withdrawal("ewallet"), book).psps[0] == "walletgate"
     book.record("cust-0001", "card", "coinbridge")  # not eligible for a card withdrawal: least cost
     assert payout_order(catalog, txn, book).psps[0] == "euroacq"
+
+
+# A public decision id the service could issue (boot id . router UUID): the UUID's first three groups
+# are all digits (8-4-4), which the PAN screen reads as a dash-grouped card number. Found by drawing
+# router ids (about 3 in 100,000 are like this).
+PAN_LIKE_DECISION_ID = "b0123abcde.38375981-5543-4729-8ad2-e3a26fa973d0"
+FEEDBACK_OUTCOME = {"transaction_id": "t1", "attempt": 1, "psp": "euroacq", "timestamp": "2026-10-01T00:00:00+00:00",
+                    "status": "approved", "latency_ms": 3.0, "fee": "0.10", "fx_cost": "0", "fee_eur": "0.10",
+                    "fx_cost_eur": "0"}
+
+
+class SchemaCheckedClient:
+    """``feedback`` as the service validates it (its request model and error rows), without the server."""
+
+    def __init__(self) -> None:
+        self.stored: list[dict] = []
+
+    def feedback(self, outcome: dict, decision_id: str | None = None) -> None:
+        from pydantic import ValidationError
+
+        from payroute.contracts import field_errors
+        from payroute.serving.client import RequestRejected, feedback_payload
+        from payroute.serving.schemas import FeedbackRequest
+
+        body = feedback_payload(outcome, decision_id)
+        try:
+            FeedbackRequest.model_validate(body)
+        except ValidationError as error:
+            raise RequestRejected(422, [row.model_dump() for row in field_errors(error)]) from None
+        self.stored.append(body)
+
+
+def test_decision_id_refused_as_a_pan_is_dropped_not_the_outcome():
+    from payroute.serving.dispatch.outcomes import ClientSink
+
+    client = SchemaCheckedClient()
+    sink = ClientSink(client)
+    sink.send(FEEDBACK_OUTCOME | {"decision_id": "b0123abcde.9f1c2d3e-aaaa-4bbb-8ccc-0123456789ab"})
+    assert sink.decision_dropped == 0 and client.stored[-1]["decision_id"].startswith("b0123abcde.9f1c")
+    sink.send(FEEDBACK_OUTCOME | {"transaction_id": "t2", "decision_id": PAN_LIKE_DECISION_ID})
+    assert sink.decision_dropped == 1  # still happens with the fixed detector: the workaround stays
+    assert client.stored[-1]["transaction_id"] == "t2" and "decision_id" not in client.stored[-1]
+
+
+def test_outcome_refused_for_another_field_is_rejected_for_good():
+    from payroute.serving.dispatch.outcomes import ClientSink, SinkRejected
+
+    client = SchemaCheckedClient()
+    sink = ClientSink(client)
+    for decision_id in (None, PAN_LIKE_DECISION_ID):
+        with pytest.raises(SinkRejected):
+            sink.send(FEEDBACK_OUTCOME | {"attempt": 0, "decision_id": decision_id})
+    assert client.stored == []
+
+
+def test_simulated_hex_ids_pass_the_pan_screen():
+    """Why the scenario no longer skips simulator rows: ids are a prefix + hex hash, so a digit run in
+    them sits inside an alphanumeric token, even when it is 16 Luhn-valid digits."""
+    assert withdrawal(customer_id="cu4111111111111111", card_fingerprint="fp5555555555554444").customer_id

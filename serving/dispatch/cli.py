@@ -32,25 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds to wait before re-inquiring pending payments (0: no second pass)")
 
 
-def transactions_from_frame(frame, refused: list | None = None) -> list:
-    """Contract transactions from a frame (hidden ``_`` columns ignored, missing values as None).
-
-    With a ``refused`` list, rows the contract refuses are appended there (their ids) instead of raising.
-    """
-    from pydantic import ValidationError
-
+def transactions_from_frame(frame) -> list:
+    """Contract transactions from a frame (hidden ``_`` columns ignored, missing values as None);
+    a row the contract refuses raises, naming the field."""
     from payroute.contracts import Transaction
 
     rows = frame[[c for c in frame.columns if not c.startswith("_")]].astype(object)
-    out = []
-    for row in rows.where(rows.notna(), None).to_dict("records"):
-        try:
-            out.append(Transaction.model_validate(row))
-        except ValidationError:
-            if refused is None:
-                raise
-            refused.append(row.get("id"))
-    return out
+    return [Transaction.model_validate(row) for row in rows.where(rows.notna(), None).to_dict("records")]
 
 
 def load_transactions(path: Path) -> list:
@@ -92,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
                              decline_codes=args.decline_codes)
     transactions = load_transactions(args.transactions)
     try:
+        earlier = parts.dispatcher.resolve_pending()  # a restart: payments and payouts a previous run left pending
         results = parts.dispatcher.dispatch_many(transactions, workers=args.workers)
         if args.resolve_pending_after > 0:
             import time
@@ -109,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
                                          "ranking": result.ranking_source}) + "\n")
     counts = Counter(result.status for result in results)
     print(f"payroute dispatch: {len(results)} transactions: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if earlier:
+        print(f"  left pending by an earlier run and settled by inquiry: {len(earlier)}")
     print(f"  ranking fallbacks {parts.ranking.fallbacks}, unknown decline codes {parts.codes.unknown_total()}, "
           f"outcomes delivered {'all' if delivered else 'not all (kept in the buffer)'}")
     return 0

@@ -116,9 +116,7 @@ class Dispatcher:
     def dispatch(self, transaction: Transaction, ranking: Ranking | None = None) -> DispatchResult:
         """Route one payment (``ranking``: a decision already obtained for it, e.g. from a batch).
         A repeat of a transaction already dispatched returns the first result."""
-        with self._guard:
-            lock = self._locks.setdefault(transaction.id, threading.Lock())
-        with lock:
+        with self._lock_of(transaction.id):
             if transaction.id not in self._done:
                 self._done[transaction.id] = self._dispatch(transaction, ranking)
             return self._done[transaction.id]
@@ -159,20 +157,40 @@ class Dispatcher:
             return [future.result() for future in futures]
 
     def resolve_pending(self) -> dict[str, str]:
-        """Inquire again about every pending payment; returns the new status of each one settled."""
+        """Inquire again about every pending payment or payout (this run's or a previous run's, from the
+        journal); returns the new status of each one settled. A restarted dispatcher calls it first."""
         settled: dict[str, str] = {}
         for txn_id, state in self.journal.states().items():
-            if state.final is None or state.final["status"] != FINAL_PENDING:
-                continue
-            last = state.attempts[-1]
-            answer, _ = self._inquire(self.connectors[last.psp], txn_id, last.key, last.operation)
-            status = {APPROVED: FINAL_APPROVED, DECLINED: FINAL_DECLINED, FAILED: FINAL_FAILED}.get(answer.kind)
-            if status is not None:
-                self.journal.write({"type": "final", "transaction_id": txn_id, "status": status,
-                                    "psp": last.psp if status == FINAL_APPROVED else None,
-                                    "stop": "resolved_by_inquiry"})
-                settled[txn_id] = status
+            if state.final is not None and state.final["status"] == FINAL_PENDING and state.attempts:
+                with self._lock_of(txn_id):
+                    status = self._resolve(txn_id, state)
+                if status is not None:
+                    settled[txn_id] = status
         return settled
+
+    def _resolve(self, txn_id: str, state: TransactionState) -> str | None:
+        """One pending transaction: inquire its last attempt; on a definite answer, journal the final."""
+        last = state.attempts[-1]
+        answer, _ = self._inquire(self.connectors[last.psp], txn_id, last.key, last.operation)
+        status = {APPROVED: FINAL_APPROVED, DECLINED: FINAL_DECLINED, FAILED: FINAL_FAILED}.get(answer.kind)
+        if status is None:
+            return None
+        final = {"type": "final", "transaction_id": txn_id, "status": status,
+                 "psp": last.psp if status == FINAL_APPROVED else None, "stop": "resolved_by_inquiry"}
+        self.journal.write(final)
+        state.final = final
+        self.journal.recovered[txn_id] = state  # a later dispatch of it returns this final
+        done = self._done.get(txn_id)
+        if done is not None:
+            done.status, done.psp, done.stop = status, final["psp"], final["stop"]
+        txn = state.transaction or {}
+        if status == FINAL_APPROVED and txn.get("type") == TransactionType.deposit.value:
+            self.deposits.record(txn.get("customer_id"), txn.get("payment_method"), last.psp)
+        return status
+
+    def _lock_of(self, transaction_id: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(transaction_id, threading.Lock())
 
     # ------------------------------------------------------------------ the loop
     def _run(self, transaction: Transaction, result: DispatchResult,

@@ -5,10 +5,12 @@ and restarted midway), then the figures that prove the guarantees.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -58,6 +60,7 @@ class Scenario:
     breaker_cooldown_s: float = 0.5
     caps: dict[str, tuple[ReattemptCap, ...]] = field(default_factory=lambda: dict(DEFAULT_CAPS))
     resolve_pending_after_s: float = 1.0
+    senders: int = 8  # outcome-buffer threads sending to /feedback
 
 
 @dataclass
@@ -83,6 +86,9 @@ class ScenarioReport:
     cost_eur: Decimal
     shares: pd.DataFrame
     approval_by_phase: dict[str, float]
+    timings: dict[str, float] = field(default_factory=dict)
+    outcomes_rejected: int = 0
+    decision_ids_dropped: int = 0
 
     @property
     def attempt_keys(self) -> list[tuple[str, int]]:
@@ -105,52 +111,69 @@ class ScenarioReport:
         return {"transactions": len(self.results), "attempts": len(self.attempt_keys),
                 "faults_injected": sum(self.faults.values()), "double_charges": self.double_charges,
                 "outcomes_lost": self.outcomes_lost, "outcomes_duplicated": self.outcomes_duplicated,
-                "pending_left": self.statuses.get("pending", 0)}
+                "outcomes_rejected": self.outcomes_rejected, "pending_left": self.statuses.get("pending", 0)}
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Add the wall-clock seconds of the block to ``timings[name]``."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
 
 
 def run_scenario(scenario: Scenario, workdir: Path) -> ScenarioReport:
     from payroute.simulator.config import SimulationConfig
     from payroute.simulator.world import World
 
+    timings: dict[str, float] = {}
     workdir.mkdir(parents=True, exist_ok=True)
-    world = World(seed=scenario.seed, config=SimulationConfig(incidents=(), days=scenario.days))
-    frame = world.sample_transactions(scenario.n_transactions, days=scenario.days)
-    refused: list[str] = []  # rows the contract refuses (e.g. an id that looks like a PAN) are skipped
-    transactions = transactions_from_frame(frame, refused)
-    start = world.config.start
-    horizon = dt.timedelta(days=scenario.days)
-    window = (start + horizon * scenario.outage[0], start + horizon * scenario.outage[1])
-    static = StaticRanking(world.catalog)
-    outage_psp = scenario.outage_psp or Counter(
-        r.psps[0] for r in map(static.rank, transactions) if r.psps).most_common(1)[0][0]
-    plan = FaultPlan(seed=scenario.seed, rates=scenario.fault_rates, inquiry_error_rate=scenario.inquiry_error_rate,
-                     hang_s=scenario.hang_s, slow_s=scenario.slow_s, outages=(OutageWindow(outage_psp, *window),))
-    sandbox = Sandbox.from_world(world, frame, plan, scenario.latency_scale).start()
-    service, note = _start_service(scenario, workdir)
-    if refused:
-        note += f"; {len(refused)} simulated transactions refused by the contract and skipped"
+    with _timed(timings, "setup"):
+        world = World(seed=scenario.seed, config=SimulationConfig(incidents=(), days=scenario.days))
+        frame = world.sample_transactions(scenario.n_transactions, days=scenario.days)
+        transactions = transactions_from_frame(frame)
+        start = world.config.start
+        horizon = dt.timedelta(days=scenario.days)
+        window = (start + horizon * scenario.outage[0], start + horizon * scenario.outage[1])
+        static = StaticRanking(world.catalog)
+        outage_psp = scenario.outage_psp or Counter(
+            r.psps[0] for r in map(static.rank, transactions) if r.psps).most_common(1)[0][0]
+        plan = FaultPlan(seed=scenario.seed, rates=scenario.fault_rates, inquiry_error_rate=scenario.inquiry_error_rate,
+                         hang_s=scenario.hang_s, slow_s=scenario.slow_s, outages=(OutageWindow(outage_psp, *window),))
+        sandbox = Sandbox.from_world(world, frame, plan, scenario.latency_scale).start()
+    with _timed(timings, "service_start"):
+        service, note = _start_service(scenario, workdir)
     parts = build_dispatcher(
         world.catalog, sandbox.endpoints, workdir / "dispatch", service_url=service.url if service else None,
         api_key=service.api_key if service else None, psp_timeout_s=scenario.psp_timeout_s,
-        sink=None if service else MemorySink(),
+        sink=None if service else MemorySink(), senders=scenario.senders,
         breakers=CircuitBreakers(scenario.breaker_threshold, scenario.breaker_cooldown_s),
         limits=ReattemptLimits(caps=scenario.caps), policy=DispatchPolicy(max_attempts=3, time_budget_s=10.0))
     try:
-        results = _dispatch_in_phases(scenario, parts, transactions, service)
-        time.sleep(scenario.resolve_pending_after_s)
-        resolved = parts.dispatcher.resolve_pending()
-        if not parts.buffer.flush(timeout=180):
-            note += "; some outcomes still buffered"
+        results = _dispatch_in_phases(scenario, parts, transactions, service, timings)
+        with _timed(timings, "resolve_pending"):
+            time.sleep(scenario.resolve_pending_after_s)
+            resolved = parts.dispatcher.resolve_pending()
+        with _timed(timings, "feedback_drain"):
+            if not parts.buffer.flush(timeout=300):
+                note += "; some outcomes still buffered"
         journal = list(DurableLog.read(parts.journal.path))
         logged = _logged(service, parts.sink)
         counts = (parts.ranking.fallbacks, parts.dispatcher.limits.refused, parts.dispatcher.breakers.opened,
                   parts.codes.unknown_total())
+        rejected, dropped = parts.buffer.rejected, getattr(parts.sink, "decision_dropped", 0)
     finally:
         parts.close()
         if service is not None:
             service.kill()
         sandbox.stop()
-    return _report(scenario, note, outage_psp, window, results, sandbox, journal, logged, counts, resolved, transactions)
+    report = _report(scenario, note, outage_psp, window, results, sandbox, journal, logged, counts, resolved,
+                     transactions)
+    report.timings = {k: round(v, 1) for k, v in timings.items()}
+    report.outcomes_rejected, report.decision_ids_dropped = rejected, dropped
+    return report
 
 
 def _start_service(scenario: Scenario, workdir: Path) -> tuple[ServiceProcess | None, str]:
@@ -165,16 +188,23 @@ def _start_service(scenario: Scenario, workdir: Path) -> tuple[ServiceProcess | 
     return service, f"scoring service at {service.url} ({model})"
 
 
-def _dispatch_in_phases(scenario: Scenario, parts: Any, transactions: list, service: ServiceProcess | None) -> list:
+def _dispatch_in_phases(scenario: Scenario, parts: Any, transactions: list, service: ServiceProcess | None,
+                        timings: dict[str, float]) -> list:
+    """All transactions; with ``kill_service``, the service is SIGKILLed after ``kill_at[0]`` of them and
+    restarted after ``kill_at[1]`` (its start-up time counted apart)."""
     if service is None or not scenario.kill_service:
-        return parts.dispatcher.dispatch_many(transactions, workers=scenario.workers)
+        with _timed(timings, "dispatch"):
+            return parts.dispatcher.dispatch_many(transactions, workers=scenario.workers)
     n = len(transactions)
     kill, restart = (int(n * f) for f in scenario.kill_at)
-    results = parts.dispatcher.dispatch_many(transactions[:kill], workers=scenario.workers)
-    service.kill()
-    results += parts.dispatcher.dispatch_many(transactions[kill:restart], workers=scenario.workers)
-    service.start()
-    return results + parts.dispatcher.dispatch_many(transactions[restart:], workers=scenario.workers)
+    with _timed(timings, "dispatch"):
+        results = parts.dispatcher.dispatch_many(transactions[:kill], workers=scenario.workers)
+        service.kill()
+        results += parts.dispatcher.dispatch_many(transactions[kill:restart], workers=scenario.workers)
+    with _timed(timings, "service_start"):
+        service.start()
+    with _timed(timings, "dispatch"):
+        return results + parts.dispatcher.dispatch_many(transactions[restart:], workers=scenario.workers)
 
 
 def _logged(service: ServiceProcess | None, sink: Any) -> list[tuple[str, int]]:
@@ -233,7 +263,9 @@ def format_summary(report: ScenarioReport) -> str:
         "  approval by phase: " + ", ".join(f"{k} {v:.1%}" for k, v in report.approval_by_phase.items()),
         f"  final statuses: {dict(report.statuses)}; ranking: {dict(report.ranking_sources)}",
         f"  circuit breakers opened {report.breakers_opened}, scheme reattempt refusals {report.scheme_refusals}, "
-        f"unknown decline codes {report.unknown_codes}",
+        f"unknown decline codes {report.unknown_codes}, outcomes refused by /feedback {report.outcomes_rejected}, "
+        f"decision ids dropped {report.decision_ids_dropped}",
+        "  wall clock (s): " + ", ".join(f"{k} {v}" for k, v in report.timings.items()),
         "  first-attempt traffic share by PSP:",
         "    " + report.shares.map(lambda v: f"{v:6.1%}").to_string().replace("\n", "\n    "),
     ]
