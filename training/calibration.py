@@ -32,11 +32,38 @@ def fit_platt(raw_probability: np.ndarray, label: np.ndarray) -> Calibrator:
 
 
 def fit_isotonic(raw_probability: np.ndarray, label: np.ndarray) -> Calibrator:
-    """Monotone step fit, stored as its thresholds (interpolated linearly, clipped at the ends)."""
-    model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw_probability, label)
-    return Calibrator(
-        "isotonic", {"x_thresholds": model.X_thresholds_.astype(float), "y_thresholds": model.y_thresholds_.astype(float)}
-    )
+    """Centred isotonic regression: PAVA's blocks reduced to knots at their centres, linear between.
+
+    Plain isotonic regression is a step function: every raw score inside one block maps to the same
+    probability, so PSPs the booster tells apart would tie after calibration and the ranker could no
+    longer order them. Centred isotonic regression (Oron & Flournoy, 2017) keeps each block's mean
+    at the block's centre and interpolates between centres, so the map is strictly increasing and
+    the booster's order survives; beyond the outer centres the end slopes continue, clipped to [0, 1].
+    """
+    raw = np.asarray(raw_probability, dtype=float)
+    model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, label)
+    x_knots, y_knots = centred_knots(raw, model.predict(raw))
+    return Calibrator("isotonic", {"x_thresholds": x_knots, "y_thresholds": y_knots})
+
+
+def centred_knots(raw: np.ndarray, fitted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Knots (x = mean raw score of each isotonic block, y = its fitted value), extended to x = 0 and 1."""
+    order = np.argsort(raw, kind="stable")
+    x, y = raw[order], fitted[order]
+    starts = np.flatnonzero(np.r_[True, np.diff(y) != 0])
+    counts = np.diff(np.r_[starts, len(y)])
+    x_knots = np.add.reduceat(x, starts) / counts
+    y_knots = y[starts]
+    if len(x_knots) == 1:
+        return np.array([0.0, 1.0]), np.repeat(y_knots, 2)
+    low_slope = (y_knots[1] - y_knots[0]) / max(x_knots[1] - x_knots[0], 1e-12)
+    high_slope = (y_knots[-1] - y_knots[-2]) / max(x_knots[-1] - x_knots[-2], 1e-12)
+    low = np.clip(y_knots[0] - low_slope * x_knots[0], 0.0, y_knots[0])
+    high = np.clip(y_knots[-1] + high_slope * (1.0 - x_knots[-1]), y_knots[-1], 1.0)
+    x_all = np.r_[0.0, x_knots, 1.0]
+    y_all = np.r_[low, y_knots, high]
+    keep = np.r_[True, np.diff(x_all) > 0]  # a knot at exactly 0 or 1 is kept once
+    return x_all[keep], y_all[keep]
 
 
 FITTERS = {"platt": fit_platt, "isotonic": fit_isotonic}
