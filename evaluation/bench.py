@@ -93,7 +93,8 @@ def scenario_world(scenario: Scenario, settings: BenchSettings, catalog: Catalog
 
 
 def run_scenario(scenario: Scenario, settings: BenchSettings, catalog: Catalog | None = None,
-                 model_policies: ModelPolicyFactory | None = None) -> ScenarioResult:
+                 model_policies: ModelPolicyFactory | None = None,
+                 progress: Callable[[str], None] | None = None) -> ScenarioResult:
     """Every policy × seed on the scenario; per-run metrics, outage reaction, headroom."""
     catalog = catalog or load_catalog()
     history = scenario_world(scenario, settings, catalog)
@@ -121,6 +122,9 @@ def run_scenario(scenario: Scenario, settings: BenchSettings, catalog: Catalog |
             if scenario.new_psp is not None:
                 metrics.update(_launch_metrics(record, stream, scenario.new_psp))
             seed_rows.append({"scenario": scenario.name, "policy": name, "seed": seed, **metrics})
+            if progress is not None:
+                progress(f"{scenario.name} seed {seed} {name}: first-attempt approval "
+                         f"{metrics['first_attempt_approval']:.4f}")
             if seed == settings.seeds[0]:
                 result.series[name] = time_series(record, stream, focus)
             if settings.keep_records:
@@ -157,8 +161,9 @@ def _add_headroom(rows: list[dict]) -> None:
 
 
 def run_bench(scenarios: Sequence[str], settings: BenchSettings, catalog: Catalog | None = None,
-              model_policies: ModelPolicyFactory | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, ScenarioResult]]:
+              model_policies: ModelPolicyFactory | None = None, progress: Callable[[str], None] | None = None,
+              ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, ScenarioResult]]:
     """Run scenarios; returns (per-run rows, summary with CIs over seeds, per-scenario results)."""
-    results = {name: run_scenario(SCENARIOS[name], settings, catalog, model_policies) for name in scenarios}
+    results = {name: run_scenario(SCENARIOS[name], settings, catalog, model_policies, progress) for name in scenarios}
     rows = pd.DataFrame([row for result in results.values() for row in result.rows])
     return rows, summarize(rows.to_dict("records")), results

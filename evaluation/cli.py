@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policies", default=None, help="comma-separated policies (default: all)")
     parser.add_argument("--no-model", action="store_true", help="skip the model policies (no training)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.add_argument("--out", default=None, help="directory for rows.csv, summary.csv and plots")
     parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI,
                         help=f"MLflow tracking URI (default {DEFAULT_TRACKING_URI}); 'none' to skip")
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         factory = ModelPolicies(catalog)
     settings = BenchSettings(n_transactions=args.txns, seeds=tuple(range(1, args.seeds + 1)), policies=policies)
     scenarios = args.scenario or list(SCENARIOS)
-    rows, summary, results = run_bench(scenarios, settings, catalog, factory)
+    rows, summary, results = run_bench(scenarios, settings, catalog, factory,
+                                       progress=None if args.quiet else lambda line: print(line, file=sys.stderr))
     if args.out:
         write_outputs(args.out, rows, summary, results)
     if args.tracking_uri.lower() != "none":
