@@ -160,6 +160,29 @@ class BundlePredictor:
             raise ValueError("model returned an unusable probability vector")
         return probability
 
+    def predict_many(self, items: Sequence[tuple[Transaction, Sequence[str]]]) -> list[np.ndarray]:
+        """First-attempt probabilities for many (transaction, PSPs): feature rows of every transaction
+        stacked, then ONE ``Booster.predict`` and one calibration for all of them. Each row's value is
+        the one :meth:`predict` gives (trees score rows independently). Feature lookups go in order,
+        one per transaction (the online store has no batch query), so their point-in-time cut-offs
+        advance exactly as one-by-one ranking advances them."""
+        bundle = self.slot.bundle
+        store = self.feature_store
+        if bundle is None or store is None:
+            raise NoModelError("no champion loaded")
+        if not items:
+            return []
+        blocks, names = [], ()
+        for transaction, psps in items:
+            block, names = store.features_array(transaction, list(psps))
+            blocks.append(block)
+        matrix = self._encoder_for(bundle, store, names).encode(np.concatenate(blocks))
+        raw = bundle.approval_booster.predict(matrix, num_threads=1)
+        probability = np.asarray(bundle.calibrator.apply(raw), dtype=np.float64)
+        if probability.shape != (len(matrix),) or not np.all(np.isfinite(probability)):
+            raise ValueError("model returned an unusable probability vector")
+        return np.split(probability, np.cumsum([len(block) for block in blocks])[:-1])
+
     def _encoder_for(self, bundle: ModelBundle, store: Any, names: Sequence[str]) -> ColumnEncoder:
         cached = self._encoder
         if cached is None or cached[0] is not bundle or cached[1] is not store:

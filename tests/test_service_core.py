@@ -216,6 +216,35 @@ def test_ranking_fails_open_when_the_model_breaks(bundle_dir):
     core.close()
 
 
+def test_batch_ranking_equals_one_by_one_and_logs_every_decision(bundle_dir, tmp_path):
+    """ScoringCore.rank_many (one model call for the batch) = rank per transaction with the same seed."""
+    cores = [ScoringCore(CATALOG, tmp_path / name, ServiceMetrics(), seed=7) for name in ("batch", "single")]
+    for core in cores:
+        core.slot.swap(ModelSource(bundle_dir).load(), "x")
+    transactions = [TRANSACTION.model_copy(update={"id": f"batch-{i}", "timestamp": TRANSACTION.timestamp
+                                                   + dt.timedelta(minutes=i)}) for i in range(12)]
+    batched = cores[0].rank_many(transactions)
+    single = [cores[1].rank(t) for t in transactions]
+    strip = lambda d: {**d.to_json(), "decision_id": router_decision_id(d.decision_id)}  # noqa: E731 (boot ids differ)
+    assert [strip(d) for d in batched] == [strip(d) for d in single]
+    assert not any(d.degraded for d in batched)
+    for decision, transaction in zip(batched, transactions):
+        logged = cores[0].decisions.lookup(decision.decision_id)
+        assert logged.transaction_id == transaction.id and logged.baselines == decision.baselines
+    for core in cores:
+        core.close()
+
+
+def test_batch_ranking_fails_open_per_transaction(bundle_dir, tmp_path):
+    core = ScoringCore(CATALOG, tmp_path, ServiceMetrics())
+    assert all(d.degraded and d.ranking for d in core.rank_many([TRANSACTION, TRANSACTION]))  # no model yet
+    core.slot.swap(ModelSource(bundle_dir).load(), "x")
+    core.router = None  # no routing engine at all: the static order, still one answer per transaction
+    decisions = core.rank_many([TRANSACTION.model_copy(update={"id": f"s-{i}"}) for i in range(3)])
+    assert [d.degraded for d in decisions] == [True] * 3 and len({d.decision_id for d in decisions}) == 3
+    core.close()
+
+
 # ------------------------------------------------------------------ snapshot, replay, export
 
 

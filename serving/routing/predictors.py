@@ -31,6 +31,9 @@ class ApprovalPredictor(Protocol):
         previous_decline_class: DeclineClass | None = None,
     ) -> np.ndarray: ...
 
+    # Optional: ``predict_many(items: Sequence[tuple[Transaction, Sequence[str]]]) -> list[np.ndarray]``,
+    # first attempts of many transactions in one model call; ``Router.rank_many`` uses it when present.
+
 
 @runtime_checkable
 class ChargebackCostPredictor(Protocol):
@@ -74,3 +77,7 @@ class TablePredictor:
         table = {**self.probabilities, **self.by_segment.get(segment_of(transaction), {})}
         factor = self.retry_factor if attempt > 1 else 1.0
         return np.array([table.get(psp, np.nan) * factor for psp in psps], dtype=np.float64)
+
+    def predict_many(self, items: Sequence[tuple[Transaction, Sequence[str]]]) -> list[np.ndarray]:
+        """First-attempt probabilities for many (transaction, PSPs) pairs (the router's batch path)."""
+        return [self.predict(transaction, psps) for transaction, psps in items]

@@ -12,12 +12,13 @@ import datetime as dt
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import numpy as np
 
-from payroute.catalog import ELIGIBILITY_RULES, Catalog
+from payroute.catalog import ELIGIBILITY_RULES, Catalog, EligibilityReport
 from payroute.contracts import AttemptOutcome, AttemptStatus, DeclineClass, Transaction
 from payroute.serving.routing.bandit import (
     PROBABILITY_EPSILON,
@@ -88,19 +89,52 @@ class Router:
         now: dt.datetime | float | None = None,
     ) -> Decision:
         """Rank the eligible PSPs; the first is drawn from the policy and its propensity recorded."""
+        objective = self._objective(transaction, objective)
+        with self._lock:
+            plan = self._plan(transaction, attempt, tuple(previous), tuple(exclude), objective, _epoch(now, transaction))
+            if plan.halt is not None:
+                return self._finish(plan, None, None)
+            return self._finish(plan, *self._predict(plan))
+
+    def rank_many(
+        self, transactions: Sequence[Transaction], *, objective: str | None = None, now: dt.datetime | float | None = None
+    ) -> list[Decision]:
+        """First-attempt decisions for many transactions, equal to calling :meth:`rank` on each in order.
+
+        The per-batch work is done once: eligibility per distinct eligibility key, one predictor call
+        (``predict_many``, when the predictor has it: one model call for every row of every transaction).
+        The random draws are taken from the same streams in the same order as one-by-one ranking, so
+        under a seed the decisions (ids, orders, propensities, reasons) are identical.
+        """
+        objectives = [self._objective(transaction, objective) for transaction in transactions]
+        with self._lock:
+            eligibility: dict[tuple[Any, ...], EligibilityReport] = {}
+            plans = [
+                self._plan(transaction, 1, (), (), chosen, _epoch(now, transaction), eligibility)
+                for transaction, chosen in zip(transactions, objectives)
+            ]
+            predictions = self._predict_many([plan for plan in plans if plan.halt is None])
+            return [self._finish(plan, *predictions.get(id(plan), (None, None))) for plan in plans]
+
+    def _objective(self, transaction: Transaction, objective: str | None) -> str:
         objective = objective or self.config.objective_by_type.get(transaction.type.value, "expected_value")
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
-        with self._lock:
-            return self._rank(transaction, attempt, tuple(previous), tuple(exclude), objective, _epoch(now, transaction))
+        return objective
 
-    def _rank(
-        self, transaction: Transaction, attempt: int, previous: tuple[AttemptOutcome, ...],
-        exclude: tuple[str, ...], objective: str, now: float,
-    ) -> Decision:
+    def _plan(
+        self, transaction: Transaction, attempt: int, previous: tuple[AttemptOutcome, ...], exclude: tuple[str, ...],
+        objective: str, now: float, eligibility: dict[tuple[Any, ...], EligibilityReport] | None = None,
+    ) -> "_Plan":
+        """Everything about a decision that needs neither the model nor a random draw (ids aside)."""
         decision_id = _uuid4(self._id_rng)
         segment = segment_of(transaction)
-        report = self.catalog.eligibility({name: _plain(getattr(transaction, name)) for name in ELIGIBILITY_FIELDS})
+        fields = tuple(_plain(getattr(transaction, name)) for name in ELIGIBILITY_FIELDS)
+        report = eligibility.get(fields) if eligibility is not None else None
+        if report is None:
+            report = self.catalog.eligibility(dict(zip(ELIGIBILITY_FIELDS, fields)))
+            if eligibility is not None:
+                eligibility[fields] = report
         excluded = [Exclusion(psp, reason) for psp, reason in report.excluded.items()]
         tried = {outcome.psp for outcome in previous}
         eligible: list[str] = []
@@ -111,32 +145,36 @@ class Router:
                 excluded.append(Exclusion(psp, "excluded_by_caller"))
             else:
                 eligible.append(psp)
-        model_version = getattr(self.predictor, "version", None)
         common = dict(
             decision_id=decision_id, transaction_id=transaction.id, attempt=attempt, objective=objective,
-            segment=segment, excluded=tuple(excluded), model_version=model_version,
+            segment=segment, excluded=tuple(excluded), model_version=getattr(self.predictor, "version", None),
         )
         halt = stop_reason(previous) or (None if eligible else "no_eligible_psp")
-        if halt is not None:
-            return Decision(ranking=(), propensity=None, degraded=False, stop=True, stop_reason=halt, **common)
-
         index = np.fromiter((self._index[p] for p in eligible), dtype=np.intp, count=len(eligible))
-        terms = self._cost_terms(transaction, eligible, index)
         previous_class = previous[-1].decline_class if previous else None
-        model_probability, failure = self._predict(transaction, eligible, attempt, previous_class)
+        terms = self._cost_terms(transaction, eligible, index) if halt is None else None
+        return _Plan(transaction, attempt, previous, objective, now, common, eligible, index, halt, terms, previous_class)
+
+    def _finish(self, plan: "_Plan", model_probability: np.ndarray | None, failure: str | None) -> Decision:
+        """The decision from a plan and the model's probabilities (None: degraded, or halted)."""
+        transaction, eligible, index, terms, objective, common = (
+            plan.transaction, plan.eligible, plan.index, plan.terms, plan.objective, plan.common
+        )
+        if plan.halt is not None:
+            return Decision(ranking=(), propensity=None, degraded=False, stop=True, stop_reason=plan.halt, **common)
         if model_probability is None:
-            return self._degraded(transaction, eligible, index, terms, objective, now, failure, common)
+            return self._degraded(transaction, eligible, index, terms, objective, plan.now, failure, common)
+        decision_id, segment, previous_class = common["decision_id"], common["segment"], plan.previous_class
 
         known = ~np.isnan(model_probability)
         cold_mean = float(model_probability[known].mean()) if known.any() else NEUTRAL_PRIOR
         prior = np.where(known, np.clip(model_probability, PROBABILITY_EPSILON, 1 - PROBABILITY_EPSILON), cold_mean)
-        retry_regions = soft_declined_regions(self.catalog, previous)
+        retry_regions = soft_declined_regions(self.catalog, plan.previous)
         same_region = shares_region([self._regions[j] for j in index], retry_regions)
         prior = np.where(same_region, prior * self.config.same_region_retry_factor, prior)
         prior_strength = np.where(known, self.config.prior_strength, self.config.cold_prior_strength)
-        evidence, residual = self.posterior.evidence(segment, now)
+        evidence, residual = self.posterior.evidence(segment, plan.now)
         mean, strength = posterior(prior, prior_strength, evidence[index], residual[index])
-
         demoted = self.health.demoted_mask(eligible)
         score_of = self._scorer(objective, terms)
         c = self.config
@@ -177,22 +215,30 @@ class Router:
             **common,
         )
 
-    def _predict(
-        self, transaction: Transaction, eligible: list[str], attempt: int, previous_class: DeclineClass | None
-    ) -> tuple[np.ndarray | None, str | None]:
+    def _predict(self, plan: "_Plan") -> tuple[np.ndarray | None, str | None]:
         """The model's P(approve) per eligible PSP, or (None, why) when the router must degrade."""
         if self.predictor is None:
             return None, "no_predictor"
         try:
-            raw = self.predictor.predict(transaction, eligible, attempt=attempt, previous_decline_class=previous_class)
-            probability = np.asarray(raw, dtype=np.float64).reshape(-1)
+            raw = self.predictor.predict(
+                plan.transaction, plan.eligible, attempt=plan.attempt, previous_decline_class=plan.previous_class
+            )
         except Exception as error:  # a failing model must never fail the payment: degrade
             return None, f"predictor_failed:{type(error).__name__}"
-        if probability.shape != (len(eligible),):
-            return None, "predictor_bad_shape"
-        if np.any((probability < 0) | (probability > 1)):
-            return None, "predictor_out_of_range"
-        return probability, None
+        return _checked(raw, len(plan.eligible))
+
+    def _predict_many(self, plans: list["_Plan"]) -> dict[int, tuple[np.ndarray | None, str | None]]:
+        """Predictions for first-attempt plans, keyed by ``id(plan)``: one ``predict_many`` call when the
+        predictor offers it (if it raises, each plan is predicted alone, so failures stay per decision)."""
+        batch = getattr(self.predictor, "predict_many", None)
+        if batch is not None and plans:
+            try:
+                raws = batch([(plan.transaction, plan.eligible) for plan in plans])
+                if len(raws) == len(plans):
+                    return {id(plan): _checked(raw, len(plan.eligible)) for plan, raw in zip(plans, raws)}
+            except Exception:  # fall back to one call per transaction: the same answers as rank()
+                pass
+        return {id(plan): self._predict(plan) for plan in plans}
 
     def _degraded(
         self, transaction: Transaction, eligible: list[str], index: np.ndarray, terms: CostTerms,
@@ -342,6 +388,36 @@ class Router:
         router = cls(catalog, predictor, config, **kwargs)
         router.load_state(state)
         return router
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A decision before the model is asked: eligibility, exclusions, cost terms, the ids (or why it halts)."""
+
+    transaction: Transaction
+    attempt: int
+    previous: tuple[AttemptOutcome, ...]
+    objective: str
+    now: float
+    common: dict[str, Any]
+    eligible: list[str]
+    index: np.ndarray
+    halt: str | None
+    terms: CostTerms | None
+    previous_class: DeclineClass | None
+
+
+def _checked(raw: Any, count: int) -> tuple[np.ndarray | None, str | None]:
+    """A predictor's answer as a probability vector of length ``count``, or (None, why it is unusable)."""
+    try:
+        probability = np.asarray(raw, dtype=np.float64).reshape(-1)
+    except Exception as error:
+        return None, f"predictor_failed:{type(error).__name__}"
+    if probability.shape != (count,):
+        return None, "predictor_bad_shape"
+    if np.any((probability < 0) | (probability > 1)):
+        return None, "predictor_out_of_range"
+    return probability, None
 
 
 def _plain(value: Any) -> Any:
