@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from typing import Any
@@ -20,7 +21,7 @@ import anyio
 import bentoml
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from payroute.catalog import load_catalog
@@ -45,11 +46,11 @@ logger = logging.getLogger("bentoml.payroute")
 REQUEST_TIMEOUT_S = 10
 
 
-def to_response(decision: Any) -> RankResponse:
-    """The public JSON shape of a router or static decision."""
-    return RankResponse(
-        decision_id=decision.decision_id,
-        ranking=[
+def decision_body(decision: Any) -> dict[str, Any]:
+    """The public JSON shape (:class:`RankResponse`) of a router or static decision, as plain data."""
+    return {
+        "decision_id": decision.decision_id,
+        "ranking": [
             {
                 "psp": item.psp,
                 "p_approve": item.p_approve,
@@ -59,18 +60,23 @@ def to_response(decision: Any) -> RankResponse:
             }
             for item in decision.ranking
         ],
-        excluded=[{"psp": item.psp, "reason": item.reason} for item in decision.excluded],
-        model_version=decision.model_version,
-        propensity=decision.propensity,
-        degraded=bool(decision.degraded),
-        objective=getattr(decision, "objective", None),
-    )
+        "excluded": [{"psp": item.psp, "reason": item.reason} for item in decision.excluded],
+        "model_version": decision.model_version,
+        "propensity": decision.propensity,
+        "degraded": bool(decision.degraded),
+        "objective": getattr(decision, "objective", None),
+    }
 
 
 def _reason(reason: Any) -> dict[str, Any]:
-    if isinstance(reason, dict):
-        return reason
-    return {"code": reason.code, "value": reason.value}
+    """A router ``Reason`` (code, value) or a static decision's ready-made dict."""
+    return reason if isinstance(reason, dict) else {"code": reason[0], "value": reason[1]}
+
+
+def batch_response(decisions: list[Any]) -> Response:
+    """``{"decisions": [...]}`` encoded directly: for 256 decisions, half the cost of building and
+    validating the response models (a test ties :func:`decision_body` to :class:`RankResponse`)."""
+    return Response(json.dumps({"decisions": [decision_body(d) for d in decisions]}), media_type="application/json")
 
 
 _status_app = Starlette()
@@ -109,14 +115,13 @@ class PayrouteService:
     @bentoml.api(route="/rank", input_spec=RankRequest, output_spec=RankResponse)
     async def rank(self, transaction: Transaction) -> RankResponse:
         """Rank the eligible PSPs for one transaction (fail-open: degraded static order without a model)."""
-        return await self._in_state(lambda: to_response(self.core.rank(transaction)))
+        return await self._in_state(lambda: RankResponse.model_validate(decision_body(self.core.rank(transaction))))
 
     @bentoml.api(route="/rank_batch", input_spec=RankBatchRequest, output_spec=RankBatchResponse)
-    async def rank_batch(self, transactions: list[Transaction]) -> RankBatchResponse:
+    async def rank_batch(self, transactions: list[Transaction]) -> RankBatchResponse:  # type: ignore[return]
         """Rank many transactions at once; decisions in request order."""
-        return await self._in_state(
-            lambda: RankBatchResponse(decisions=[to_response(d) for d in self.core.rank_many(transactions)])
-        )
+        decisions = await self._in_state(self.core.rank_many, transactions)
+        return await anyio.to_thread.run_sync(batch_response, decisions)  # encoded off the state thread
 
     @bentoml.api(route="/feedback", input_spec=FeedbackRequest, output_spec=FeedbackAck)
     async def feedback(self, **fields: Any) -> FeedbackAck:

@@ -235,6 +235,22 @@ def test_batch_ranking_equals_one_by_one_and_logs_every_decision(bundle_dir, tmp
         core.close()
 
 
+def test_plain_decision_body_is_the_response_contract(bundle_dir, tmp_path):
+    """/rank_batch encodes decisions without the response models: the body must be what they would give."""
+    from payroute.serving.schemas import RankResponse
+    from payroute.serving.service import decision_body
+
+    core = ScoringCore(CATALOG, tmp_path, ServiceMetrics())
+    static = core.rank(TRANSACTION)  # no model: degraded router answer
+    core.slot.swap(ModelSource(bundle_dir).load(), "x")
+    routed = core.rank(TRANSACTION)
+    for decision in (static, routed, static_decision(CATALOG, TRANSACTION, "d1", cause="router_error")):
+        body = decision_body(decision)
+        assert RankResponse.model_validate(body).model_dump(mode="json") == body
+    assert len(decision_body(routed)["ranking"][0]["reasons"]) > 5
+    core.close()
+
+
 def test_batch_ranking_fails_open_per_transaction(bundle_dir, tmp_path):
     core = ScoringCore(CATALOG, tmp_path, ServiceMetrics())
     assert all(d.degraded and d.ranking for d in core.rank_many([TRANSACTION, TRANSACTION]))  # no model yet
