@@ -155,6 +155,15 @@ async def feedback_loop(url: str, concurrency: int, count: int) -> tuple[float, 
     return len(latencies) / elapsed, np.array(latencies), failures
 
 
+def report_batch(service_url: str, seconds: float) -> int:
+    """/rank_batch with full batches from 2 clients: decisions per second."""
+    batch = {"transactions": [{**EXAMPLE_TRANSACTION, "id": f"bench-{i}"} for i in range(MAX_BATCH)]}
+    rate, latencies, failures = asyncio.run(closed_loop(f"{service_url}/rank_batch", batch, 2, seconds))
+    print(f"/rank_batch ({MAX_BATCH} per request, 2 clients): {rate * MAX_BATCH:.0f} decisions/s, "
+          f"p50 {ms(latencies, 50):.0f} ms per batch, failures {failures}; load average {os.getloadavg()[0]:.1f}")
+    return 0
+
+
 def ms(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q) * 1000)
 
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,4,16,64")
     parser.add_argument("--feedback-concurrency", default="1,8,32")
     parser.add_argument("--feedback-count", type=int, default=1000, help="outcomes per feedback level")
-    parser.add_argument("--only", choices=("rank", "feedback"), default=None, help="run one part only")
+    parser.add_argument("--only", choices=("rank", "feedback", "batch"), default=None, help="run one part only")
     parser.add_argument("--quick", action="store_true", help="2 s per measurement")
     args = parser.parse_args(argv)
     seconds = 2.0 if args.quick else args.seconds
@@ -194,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         status = httpx.get(f"{service_url}/status").json()
         print(f"model {status['model_version']} loaded={status['model_loaded']}; {os.cpu_count()} CPUs shared with the load "
               f"generator; load average {os.getloadavg()[0]:.1f}")
-        if args.only != "rank":
+        if args.only in (None, "feedback"):
             print(f"{'concurrency':>11} | {'/feedback outcomes/s':>20} {'p50 ms':>7} {'p99 ms':>7}")
             for concurrency in (int(c) for c in args.feedback_concurrency.split(",")):
                 rate, latencies, failures = asyncio.run(feedback_loop(service_url, concurrency, args.feedback_count))
@@ -202,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{'' if failures == 0 else f'  failures {failures}'}")
             if args.only == "feedback":
                 return 0
+        if args.only == "batch":
+            return report_batch(service_url, seconds)
         asyncio.run(closed_loop(f"{service_url}/rank", body, 4, 1.0))  # warm-up
         asyncio.run(closed_loop(f"{noop_url}/noop", body, 4, 1.0))
         print(f"{'concurrency':>11} | {'/rank req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | {'no-op req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | ratio")
@@ -214,10 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         latencies, failures = asyncio.run(open_loop(f"{service_url}/rank", body, args.rate, seconds))
         print(f"/rank at {args.rate:.0f} req/s: p50 {ms(latencies, 50):.2f} ms, p99 {ms(latencies, 99):.2f} ms, "
               f"failures {failures}/{len(latencies)}")
-        batch = {"transactions": [{**EXAMPLE_TRANSACTION, "id": f"bench-{i}"} for i in range(MAX_BATCH)]}
-        rate, latencies, failures = asyncio.run(closed_loop(f"{service_url}/rank_batch", batch, 2, seconds))
-        print(f"/rank_batch ({MAX_BATCH} per request, 2 clients): {rate * MAX_BATCH:.0f} decisions/s, "
-              f"p50 {ms(latencies, 50):.0f} ms per batch, failures {failures}")
+        report_batch(service_url, seconds)
     finally:
         stop(service)
         stop(noop)
