@@ -5,8 +5,10 @@ Prints:
    feature lookup (``payroute.features.OnlineFeatureStore.features_array`` when available) and inference
    with a real LightGBM Booster (trained on a small random frame as a stand-in for the bundle), next to
    ``Booster.predict`` alone on the same 8 rows (the floor);
-2. events until an erroring PSP's share of first places falls below 10 % (health guard on / bandit only);
-3. events until a PSP unknown to the model, truly better, carries half the first places.
+2. ``Router.rank_many`` on 256 transactions (one ``Booster.predict`` for all rows) against 256 calls of
+   ``Router.rank``: time per decision and decisions per second of CPU;
+3. events until an erroring PSP's share of first places falls below 10 % (health guard on / bandit only);
+4. events until a PSP unknown to the model, truly better, carries half the first places.
 
 Run: ``.venv/bin/python benchmarks/bench_ranker.py [--quick]``.
 """
@@ -83,6 +85,12 @@ class BoosterPredictor:
         # ~300 us and p90 ~30 ms with default threads right after the feature lookup, under load).
         return self.booster.predict(self.rows(transaction, psps, attempt, previous_decline_class), num_threads=1)
 
+    def predict_many(self, items) -> list[np.ndarray]:
+        """Every transaction's rows stacked, one ``Booster.predict`` (the router's batch path)."""
+        blocks = [self.rows(transaction, psps) for transaction, psps in items]
+        scores = self.booster.predict(np.concatenate(blocks), num_threads=1)
+        return np.split(scores, np.cumsum([len(block) for block in blocks])[:-1])
+
 
 def timed(functions: dict, repeats: int) -> dict[str, tuple[list[float], list[float]]]:
     """Wall-clock and CPU (thread) time per call in microseconds, the functions interleaved so that a
@@ -142,6 +150,25 @@ def latency(repeats: int) -> None:
     print(f"  Router.rank with a table predictor (router's own work)      {describe(ranker_only)}")
 
 
+def batch(repeats: int, size: int = 256) -> None:
+    """rank_many of ``size`` transactions vs ``size`` calls of rank (same router state, both seeded)."""
+    catalog = open_catalog()
+    predictor = BoosterPredictor(catalog)
+    transactions = [TRANSACTION.model_copy(update={"id": f"bench-{i}"}) for i in range(size)]
+    batched, single = Router(catalog, predictor, seed=0), Router(catalog, predictor, seed=0)
+    batched.rank_many(transactions)  # warm-up
+    times = timed({
+        "rank_many": lambda: batched.rank_many(transactions),
+        "rank": lambda: [single.rank(t) for t in transactions],
+    }, repeats)
+    print(f"\nbatch of {size} (load average {os.getloadavg()[0]:.1f}):")
+    for name, label in (("rank_many", "Router.rank_many"), ("rank", "Router.rank x 256")):
+        wall, cpu = times[name]
+        per = np.median(cpu) / size
+        print(f"  {label:<18} wall median {np.median(wall) / 1000:7.1f} ms | cpu median {np.median(cpu) / 1000:7.1f} ms"
+              f" = {per:6.1f} us per decision ({1e6 / per:,.0f} decisions/s of one core)")
+
+
 def simulate_outage(config: RoutingConfig, seed: int, limit: int = 1000) -> int:
     """Events after the best PSP starts erroring until its first-place probability is < 10 %."""
     sys.path.insert(0, "tests")
@@ -186,6 +213,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and seeds")
     args = parser.parse_args()
     latency(1000 if args.quick else 5000)
+    batch(5 if args.quick else 20)
     adaptation(5 if args.quick else 10)
 
 
