@@ -48,6 +48,7 @@ class Scenario:
     kill_service: bool = False
     kill_at: tuple[float, float] = (0.3, 0.5)  # share of transactions: kill after, restart after
     models_dir: Path | None = None
+    train_model: bool = False  # no champion in models_dir: let the service train its default model there
     fault_rates: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FAULTS))
     inquiry_error_rate: float = 0.02
     hang_s: float = 0.6
@@ -60,7 +61,7 @@ class Scenario:
     breaker_cooldown_s: float = 0.5
     caps: dict[str, tuple[ReattemptCap, ...]] = field(default_factory=lambda: dict(DEFAULT_CAPS))
     resolve_pending_after_s: float = 1.0
-    senders: int = 8  # outcome-buffer threads sending to /feedback
+    senders: int = 16  # outcome-buffer threads sending to /feedback (the service group-commits them)
 
 
 @dataclass
@@ -179,12 +180,17 @@ def run_scenario(scenario: Scenario, workdir: Path) -> ScenarioReport:
 def _start_service(scenario: Scenario, workdir: Path) -> tuple[ServiceProcess | None, str]:
     if not scenario.use_service:
         return None, "no scoring service: catalogue static order"
-    service = ServiceProcess(workdir / "service", scenario.models_dir)
+    service = ServiceProcess(workdir / "service", scenario.models_dir, train=scenario.train_model)
+    trained_now = scenario.train_model and not service.has_model
     try:
         service.start()
     except (RuntimeError, OSError) as error:
+        service.kill()
         return None, f"scoring service unavailable ({error}): catalogue static order"
-    model = "champion model" if (service.models_dir / "champion").exists() or any(service.models_dir.glob("*/manifest.json")) else "no champion: degraded static ranking"
+    if service.has_model:
+        model = f"{'default model trained on first start' if trained_now else 'champion model'} from {service.models_dir}"
+    else:
+        model = "no champion: degraded static ranking"
     return service, f"scoring service at {service.url} ({model})"
 
 

@@ -20,12 +20,15 @@ def free_port() -> int:
 
 
 class ServiceProcess:
-    """``payroute serve`` on 127.0.0.1 with its own state folder; degraded (static) without a champion."""
+    """``payroute serve`` on 127.0.0.1 with its own state folder. Without a champion in ``models_dir``
+    it starts degraded (static order), or with ``train`` first trains the service's default model there."""
 
-    def __init__(self, state_dir: str | Path, models_dir: str | Path | None = None, port: int | None = None) -> None:
+    def __init__(self, state_dir: str | Path, models_dir: str | Path | None = None, port: int | None = None,
+                 train: bool = False) -> None:
         self.state_dir = Path(state_dir)
         self.models_dir = Path(models_dir) if models_dir else self.state_dir / "models"
         self.port = port or free_port()
+        self.train = train
         self.process: subprocess.Popen | None = None
         self.log_path = self.state_dir / "service.log"
 
@@ -42,10 +45,20 @@ class ServiceProcess:
     def outcomes_path(self) -> Path:
         return self.state_dir / "outcomes.sqlite"
 
-    def start(self, timeout_s: float = 60.0) -> "ServiceProcess":
+    @property
+    def has_model(self) -> bool:
+        from payroute.serving.cli import has_champion
+
+        return has_champion(self.models_dir)
+
+    def start(self, timeout_s: float = 60.0, training_timeout_s: float = 900.0) -> "ServiceProcess":
+        """Start and wait until ready (``training_timeout_s`` when a default model is trained first)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "payroute.cli", "serve", "--port", str(self.port), "--no-train",
+        training = self.train and not self.has_model
+        command = [sys.executable, "-m", "payroute.cli", "serve", "--port", str(self.port),
                    "--state-dir", str(self.state_dir), "--models-dir", str(self.models_dir)]
+        command += [] if training else ["--no-train"]
+        timeout_s = training_timeout_s if training else timeout_s
         env = {k: v for k, v in os.environ.items() if not k.startswith("PAYROUTE_API_KEYS")}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
