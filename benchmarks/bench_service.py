@@ -147,7 +147,9 @@ async def feedback_loop(url: str, concurrency: int, count: int) -> tuple[float, 
                 start = time.perf_counter()
                 response = await http.post(f"{url}/feedback", json=body, headers=headers)
                 latencies.append(time.perf_counter() - start)
-                failures += response.status_code != 200 or not response.json().get("learned")
+                if response.status_code != 200 or not response.json().get("learned"):
+                    failures += 1
+                    print(f"  feedback not learned: HTTP {response.status_code} {response.text[:300]}")
 
         began = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))

@@ -48,15 +48,24 @@ def new_decision_id() -> str:
 
 
 def public_decision_id(boot_id: str, router_decision_id: str) -> str:
-    """Prefix the router's id (a seeded stream, which a restore rewinds) with this process's boot id."""
-    return f"{boot_id}.{router_decision_id}"
+    """Prefix the router's id (a seeded stream, which a restore rewinds) with this process's boot id.
+
+    The router's UUID goes in its 32-hex form: in the dashed form, all-digit groups joined by dashes
+    (8-4-4 = 16 digits) can pass the PAN screen's Luhn check and have ``/feedback`` refuse our own id."""
+    return f"{boot_id}.{router_decision_id.replace('-', '')}"
 
 
 def router_decision_id(decision_id: str | None) -> str | None:
     """The router's own id inside a public decision id (None for ids the router did not issue)."""
     if not decision_id or "." not in decision_id:
         return None
-    return decision_id.split(".", 1)[1]
+    router_id = decision_id.split(".", 1)[1]
+    if len(router_id) == 32 and "-" not in router_id:
+        try:
+            return str(uuid.UUID(hex=router_id))
+        except ValueError:
+            return router_id
+    return router_id  # ids issued before the 32-hex form
 
 
 def degraded_cause(decision: Any) -> str:

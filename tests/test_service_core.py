@@ -27,7 +27,7 @@ from payroute.serving.guard import api_key_error, json_media_type, redact_field 
 from payroute.serving.metrics import ServiceMetrics  # noqa: E402
 from payroute.serving.predictor import ModelSource  # noqa: E402
 from payroute.serving.schemas import EXAMPLE_TRANSACTION  # noqa: E402
-from payroute.serving.state import ScoringCore, router_decision_id  # noqa: E402
+from payroute.serving.state import ScoringCore, public_decision_id, router_decision_id  # noqa: E402
 from payroute.serving.static_order import static_decision  # noqa: E402
 from payroute.serving.testing import write_demo_bundle  # noqa: E402
 
@@ -331,9 +331,23 @@ def test_router_ids_are_prefixed_per_boot():
     core = ScoringCore(CATALOG, Path(tempfile.mkdtemp()), ServiceMetrics())
     decision = core.rank(TRANSACTION)
     assert decision.decision_id.startswith(core.boot_id + ".")
-    assert router_decision_id(decision.decision_id) == decision.decision_id.split(".", 1)[1]
+    assert router_decision_id(decision.decision_id) in core.router._decisions  # maps back to the router's id
     assert router_decision_id("dec_static") is None
     core.close()
+
+
+def test_public_decision_ids_never_look_like_a_card_number():
+    """A router UUID whose all-digit groups 8-4-4 form a Luhn-valid 16-digit run: the PAN screen refuses
+    the dashed form, so the public id carries the 32-hex form (and still maps back)."""
+    from payroute.pan import contains_pan, luhn_valid
+
+    stem = "512345678901412"
+    digits = stem + next(d for d in "0123456789" if luhn_valid(stem + d))
+    router_id = f"{digits[:8]}-{digits[8:12]}-{digits[12:]}-8abc-def012345678"
+    assert contains_pan(router_id)
+    public = public_decision_id("b0123456789", router_id)
+    assert not contains_pan(public) and router_decision_id(public) == router_id
+    assert router_decision_id("b0123456789." + router_id) == router_id  # ids logged in the dashed form
 
 
 def test_log_exports_to_the_history_contract_that_training_reads(bundle_dir, tmp_path):
