@@ -73,6 +73,16 @@ def play_cascade(stream: Stream, rows: np.ndarray, rankings: np.ndarray) -> tupl
     return feedback, approved, attempts, cost
 
 
+def eligible_only(rankings: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """Rankings with PSPs the stream does not allow removed (order kept, ``-1`` padding after)."""
+    safe = np.where(rankings >= 0, rankings, 0)
+    keep = (rankings >= 0) & np.take_along_axis(eligible, safe, axis=1)
+    if keep.all() or (keep == (rankings >= 0)).all():
+        return rankings
+    order = np.argsort(~keep, axis=1, kind="stable")
+    return np.where(np.take_along_axis(keep, order, axis=1), np.take_along_axis(rankings, order, axis=1), -1)
+
+
 def run_policy(policy: Policy, stream: Stream, batch_size: int = DEFAULT_BATCH) -> RunRecord:
     """Route the whole stream with ``policy``; deterministic given the policy's seed and the stream."""
     n = stream.size
@@ -84,10 +94,11 @@ def run_policy(policy: Policy, stream: Stream, batch_size: int = DEFAULT_BATCH) 
         batch = DecisionBatch(rows, stream.transactions.iloc[begin:begin + len(rows)], stream.eligible[rows],
                               stream.segments[rows], stream.minutes[rows])
         decisions = policy.select(batch)
-        feedback, approved, attempts, cost = play_cascade(stream, rows, decisions.rankings)
+        rankings = eligible_only(decisions.rankings, batch.eligible)
+        feedback, approved, attempts, cost = play_cascade(stream, rows, rankings)
         policy.update(batch, feedback)
         first = feedback.attempts == 1
-        out["first_psp"][rows] = decisions.rankings[:, 0]
+        out["first_psp"][rows] = rankings[:, 0]
         out["exploit_psp"][rows] = decisions.exploit
         out["propensity"][rows] = decisions.propensities
         out["first_approved"][rows[feedback.rows[first]]] = feedback.approved[first]

@@ -175,7 +175,8 @@ class PayroutePolicy(Policy):
         for i, record in enumerate(records):
             transaction = to_transaction(record)
             self.predictor.cache = {transaction.id: {self.psps[j]: scores[i, j] for j in np.flatnonzero(batch.eligible[i])}}
-            decision = self.router.rank(transaction, now=transaction.timestamp)
+            closed = [self.psps[j] for j in np.flatnonzero(~batch.eligible[i])]  # e.g. a PSP not live yet
+            decision = self.router.rank(transaction, now=transaction.timestamp, exclude=closed)
             order = [self.index[psp] for psp in decision.psps]
             rankings[i, : len(order)] = order
             propensities[i] = decision.propensity if decision.propensity is not None else 1.0

@@ -11,7 +11,7 @@ import pytest
 
 from payroute.evaluation.adaptive import DiscountedThompson, SuccessRateRouting
 from payroute.evaluation.bench import ALL_POLICIES, BASELINES, baseline_policy
-from payroute.evaluation.harness import play_cascade, run_policy
+from payroute.evaluation.harness import eligible_only, play_cascade, run_policy
 from payroute.evaluation.metrics import _first_below, headroom_captured, mean_interval
 from payroute.evaluation.policies import AttemptFeedback, DecisionBatch, rank_by_scores
 from payroute.evaluation.stream import APPROVED, DECLINED, ERROR, Stream, build_stream
@@ -120,6 +120,15 @@ def test_cascade_stops_at_padding():
     stream = _tiny_stream(status, np.ones((3, 1, 3), bool))
     feedback, ok, made, _ = play_cascade(stream, np.array([0]), np.array([[2, -1, -1]]))
     assert (feedback.psps.tolist(), int(made[0]), bool(ok[0])) == ([2], 1, False)
+
+
+@pytest.mark.parametrize(
+    ("rankings", "eligible", "expected"),
+    [([[2, 0, 1]], [[1, 1, 1]], [[2, 0, 1]]), ([[2, 0, 1]], [[1, 1, 0]], [[0, 1, -1]]),
+     ([[2, 0, -1]], [[0, 1, 1]], [[2, -1, -1]]), ([[1, 2, 0]], [[1, 0, 1]], [[2, 0, -1]])],
+)
+def test_eligible_only_drops_psps_the_stream_forbids(rankings, eligible, expected):
+    assert eligible_only(np.array(rankings), np.array(eligible, bool)).tolist() == expected
 
 
 RANKINGS = [
