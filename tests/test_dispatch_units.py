@@ -246,10 +246,9 @@ def test_payout_order_is_least_cost_then_closed_loop():
     assert payout_order(catalog, txn, book).psps[0] == "euroacq"
 
 
-# A public decision id the service could issue (boot id . router UUID): the UUID's first three groups
-# are all digits (8-4-4), which the PAN screen reads as a dash-grouped card number. Found by drawing
-# router ids (about 3 in 100,000 are like this).
-PAN_LIKE_DECISION_ID = "b0123abcde.38375981-5543-4729-8ad2-e3a26fa973d0"
+# A router UUID whose first three groups are all digits (8-4-4, Luhn-valid as 16 digits): in the dashed
+# form the PAN screen read it as a card number and /feedback refused the service's own decision id.
+ALL_DIGIT_ROUTER_UUID = "38375981-5543-4729-8ad2-e3a26fa973d0"
 FEEDBACK_OUTCOME = {"transaction_id": "t1", "attempt": 1, "psp": "euroacq", "timestamp": "2026-10-01T00:00:00+00:00",
                     "status": "approved", "latency_ms": 3.0, "fee": "0.10", "fx_cost": "0", "fee_eur": "0.10",
                     "fx_cost_eur": "0"}
@@ -276,16 +275,18 @@ class SchemaCheckedClient:
         self.stored.append(body)
 
 
-def test_decision_id_refused_as_a_pan_is_dropped_not_the_outcome():
-    from payroute.serving.dispatch.outcomes import ClientSink
+def test_service_decision_ids_reach_feedback_so_no_workaround_is_needed():
+    from payroute.serving.dispatch.outcomes import ClientSink, SinkRejected
+    from payroute.serving.state import public_decision_id
 
     client = SchemaCheckedClient()
     sink = ClientSink(client)
-    sink.send(FEEDBACK_OUTCOME | {"decision_id": "b0123abcde.9f1c2d3e-aaaa-4bbb-8ccc-0123456789ab"})
-    assert sink.decision_dropped == 0 and client.stored[-1]["decision_id"].startswith("b0123abcde.9f1c")
-    sink.send(FEEDBACK_OUTCOME | {"transaction_id": "t2", "decision_id": PAN_LIKE_DECISION_ID})
-    assert sink.decision_dropped == 1  # still happens with the fixed detector: the workaround stays
-    assert client.stored[-1]["transaction_id"] == "t2" and "decision_id" not in client.stored[-1]
+    decision_id = public_decision_id("b0123abcde", ALL_DIGIT_ROUTER_UUID)
+    sink.send(FEEDBACK_OUTCOME | {"decision_id": decision_id})
+    assert client.stored[-1]["decision_id"] == decision_id  # accepted as issued
+    with pytest.raises(SinkRejected):  # the old dashed form was refused: parked by the buffer, never reshaped
+        sink.send(FEEDBACK_OUTCOME | {"transaction_id": "t2", "decision_id": f"b0123abcde.{ALL_DIGIT_ROUTER_UUID}"})
+    assert [body["transaction_id"] for body in client.stored] == ["t1"]
 
 
 def test_outcome_refused_for_another_field_is_rejected_for_good():
@@ -293,9 +294,8 @@ def test_outcome_refused_for_another_field_is_rejected_for_good():
 
     client = SchemaCheckedClient()
     sink = ClientSink(client)
-    for decision_id in (None, PAN_LIKE_DECISION_ID):
-        with pytest.raises(SinkRejected):
-            sink.send(FEEDBACK_OUTCOME | {"attempt": 0, "decision_id": decision_id})
+    with pytest.raises(SinkRejected):
+        sink.send(FEEDBACK_OUTCOME | {"attempt": 0})
     assert client.stored == []
 
 

@@ -58,37 +58,22 @@ class MemorySink:
 class ClientSink:
     """``/feedback`` through the scoring service's client (``feedback(dict)``); errors classified.
 
-    If the service refuses only the ``decision_id`` it issued, the outcome is re-sent without it: it is
-    then recorded (not learned from) rather than lost. This still happens: the PAN screen reads a router
-    decision id whose first three UUID groups are all digits (8-4-4, dash-separated, Luhn-valid; about
-    3 in 100,000 ids) as a card number. Such re-sends are counted in ``decision_dropped``.
+    A refused outcome (4xx) is not re-sent in another shape: the buffer parks and counts it. (The service
+    once refused its own decision ids as PANs; since it issues them in 32-hex form, it cannot.)
     """
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self.decision_dropped = 0
 
     def send(self, outcome: dict[str, Any]) -> None:
         body = {k: v for k, v in outcome.items() if k != "decision_id"}
-        decision_id = outcome.get("decision_id")
         try:
-            try:
-                self.client.feedback(body, decision_id=decision_id)
-            except Exception as error:
-                if decision_id is None or not _only_decision_id_refused(error):
-                    raise
-                self.decision_dropped += 1
-                self.client.feedback(body, decision_id=None)
+            self.client.feedback(body, decision_id=outcome.get("decision_id"))
         except Exception as error:  # the client's own error types: classify by HTTP status if present
             status = getattr(getattr(error, "response", None), "status_code", None) or getattr(error, "status_code", None)
             if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
                 raise SinkRejected(f"feedback refused with HTTP {status}") from error
             raise SinkUnavailable(type(error).__name__) from error
-
-
-def _only_decision_id_refused(error: Exception) -> bool:
-    rows = getattr(error, "errors", None) or []
-    return bool(rows) and all(row.get("field") == "decision_id" for row in rows)
 
 
 class OutcomeBuffer:

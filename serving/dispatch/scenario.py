@@ -89,7 +89,6 @@ class ScenarioReport:
     approval_by_phase: dict[str, float]
     timings: dict[str, float] = field(default_factory=dict)
     outcomes_rejected: int = 0
-    decision_ids_dropped: int = 0
 
     @property
     def attempt_keys(self) -> list[tuple[str, int]]:
@@ -164,7 +163,7 @@ def run_scenario(scenario: Scenario, workdir: Path) -> ScenarioReport:
         logged = _logged(service, parts.sink)
         counts = (parts.ranking.fallbacks, parts.dispatcher.limits.refused, parts.dispatcher.breakers.opened,
                   parts.codes.unknown_total())
-        rejected, dropped = parts.buffer.rejected, getattr(parts.sink, "decision_dropped", 0)
+        rejected = parts.buffer.rejected
     finally:
         parts.close()
         if service is not None:
@@ -173,7 +172,7 @@ def run_scenario(scenario: Scenario, workdir: Path) -> ScenarioReport:
     report = _report(scenario, note, outage_psp, window, results, sandbox, journal, logged, counts, resolved,
                      transactions)
     report.timings = {k: round(v, 1) for k, v in timings.items()}
-    report.outcomes_rejected, report.decision_ids_dropped = rejected, dropped
+    report.outcomes_rejected = rejected
     return report
 
 
@@ -269,8 +268,7 @@ def format_summary(report: ScenarioReport) -> str:
         "  approval by phase: " + ", ".join(f"{k} {v:.1%}" for k, v in report.approval_by_phase.items()),
         f"  final statuses: {dict(report.statuses)}; ranking: {dict(report.ranking_sources)}",
         f"  circuit breakers opened {report.breakers_opened}, scheme reattempt refusals {report.scheme_refusals}, "
-        f"unknown decline codes {report.unknown_codes}, outcomes refused by /feedback {report.outcomes_rejected}, "
-        f"decision ids dropped {report.decision_ids_dropped}",
+        f"unknown decline codes {report.unknown_codes}, outcomes refused by /feedback {report.outcomes_rejected}",
         "  wall clock (s): " + ", ".join(f"{k} {v}" for k, v in report.timings.items()),
         "  first-attempt traffic share by PSP:",
         "    " + report.shares.map(lambda v: f"{v:6.1%}").to_string().replace("\n", "\n    "),
