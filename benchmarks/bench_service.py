@@ -7,7 +7,9 @@ BentoML service taking the same body, then with an httpx async client:
 2. open loop at a fixed rate (default 100 req/s): p50/p99 of /rank;
 3. /rank_batch (256 transactions per request): decisions per second;
 4. /feedback (one outcome per call, each for a decision the service issued) at several concurrency
-   levels: outcomes per second and p50/p99 (every outcome is fsync'd to the log before its answer).
+   levels: outcomes per second and p50/p99 (every outcome is fsync'd to the log before its answer);
+5. ``--only log``: the outcome log alone, in-process, appended from 1/8/32 threads: outcomes per second
+   and outcomes per commit (one fsync each), which is what group commit buys.
 
     python benchmarks/bench_service.py [--models-dir models] [--seconds 5] [--quick] [--only feedback]
 
@@ -157,6 +159,36 @@ async def feedback_loop(url: str, concurrency: int, count: int) -> tuple[float, 
     return len(latencies) / elapsed, np.array(latencies), failures
 
 
+def report_log(concurrency_levels: list[int], count: int) -> int:
+    """OutcomeLog.append from several threads (in-process): outcomes/s and outcomes per fsync'd commit."""
+    import threading
+
+    from payroute.contracts import AttemptOutcome
+    from payroute.serving.eventlog import OutcomeLog, OutcomeRecord
+
+    print(f"{'threads':>7} | {'outcomes/s':>10} {'per commit':>10} | load average {os.getloadavg()[0]:.1f}")
+    for threads in concurrency_levels:
+        log = OutcomeLog(Path(tempfile.mkdtemp(prefix="bench-log-")) / "outcomes.sqlite")
+        per_thread = max(1, count // threads)
+
+        def append(worker: int) -> None:
+            for i in range(per_thread):
+                outcome = AttemptOutcome(transaction_id=f"w{worker}x{i}", attempt=1, psp="euroacq", status="approved",
+                                         timestamp=EXAMPLE_TRANSACTION["timestamp"], latency_ms=200.0)
+                log.append(OutcomeRecord(outcome, "d", True, None, None, time.time(), 0.8))
+
+        workers = [threading.Thread(target=append, args=(w,)) for w in range(threads)]
+        began = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        elapsed = time.perf_counter() - began
+        print(f"{threads:>7} | {threads * per_thread / elapsed:>10.0f} {threads * per_thread / log.commits:>10.1f}")
+        log.close()
+    return 0
+
+
 def report_batch(service_url: str, seconds: float) -> int:
     """/rank_batch with full batches from 2 clients: decisions per second."""
     batch = {"transactions": [{**EXAMPLE_TRANSACTION, "id": f"bench-{i}"} for i in range(MAX_BATCH)]}
@@ -178,10 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,4,16,64")
     parser.add_argument("--feedback-concurrency", default="1,8,32")
     parser.add_argument("--feedback-count", type=int, default=1000, help="outcomes per feedback level")
-    parser.add_argument("--only", choices=("rank", "feedback", "batch"), default=None, help="run one part only")
+    parser.add_argument("--only", choices=("rank", "feedback", "batch", "log"), default=None, help="run one part only")
     parser.add_argument("--quick", action="store_true", help="2 s per measurement")
     args = parser.parse_args(argv)
     seconds = 2.0 if args.quick else args.seconds
+    if args.only == "log":
+        return report_log([int(c) for c in args.feedback_concurrency.split(",")], args.feedback_count)
     work = Path(tempfile.mkdtemp(prefix="bench-service-"))
     models = args.models_dir
     if models is None:
