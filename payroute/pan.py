@@ -10,11 +10,14 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-# A run of 13-19 digits, optionally grouped by single spaces or dashes ("4111 1111 1111 1111"), that
-# stands as its own token (not inside a hex/base64 hash or an alphanumeric id) and starts with a
-# payment-card major industry identifier (2-6: Mastercard 2-series, Amex/JCB/Diners, Visa,
-# Mastercard, Discover/UnionPay/Maestro). Digits inside a longer alphanumeric token are hash material.
-_PAN_CANDIDATE = re.compile(r"(?<![0-9A-Za-z])[2-6](?:[ -]?\d){12,18}(?![0-9A-Za-z])")
+# A card number as people write it: 13-19 plain digits, or the printed groupings (4-4-4-4 with a last
+# group of 1-7 digits; Amex/Diners 4-6-5 and 4-6-4) separated by single spaces or dashes. It must stand
+# as its own token (digits inside a hex/base64 hash or an alphanumeric id are hash material) and start
+# with a payment-card major industry identifier (2-6). Other groupings, such as a UUID's 8-4-4-4-12,
+# are not card numbers and are not joined across their dashes.
+_PAN_CANDIDATE = re.compile(
+    r"(?<![0-9A-Za-z])[2-6](?:\d{12,18}|\d{3}(?:[ -]\d{4}){2}[ -]\d{1,7}|\d{3}[ -]\d{6}[ -]\d{4,5})(?![0-9A-Za-z])"
+)
 
 
 def luhn_valid(digits: str) -> bool:

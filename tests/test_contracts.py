@@ -224,3 +224,28 @@ def test_hash_material_is_not_a_pan(text):
 @pytest.mark.parametrize("text", ["card=4111111111111111", "pan:5555-5555-5555-4444;", "tx_378282246310005"])
 def test_delimited_pan_is_found(text):
     assert contains_pan(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("3782 822463 10005", True),  # Amex as printed (4-6-5)
+        ("4111 1111 1111 1111", True),
+        ("41111111-1111-1111-1111-111111111111", False),  # a UUID-shaped id, not a card grouping
+        ("12345678-4111-1111-1111-111111111111", False),
+        ("4111-11111111-1111", False),  # not a printed card grouping
+    ],
+)
+def test_card_groupings(text, expected):
+    assert contains_pan(text) is expected
+
+
+def test_uuid4_ids_are_never_refused():
+    import uuid
+
+    rng = __import__("random").Random(5)
+    ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(20_000)]
+    # Force digit-only groups too: the shape that used to be joined across dashes.
+    ids += [f"{rng.randrange(10**7, 10**8)}-{rng.randrange(1000, 10**4)}-4{rng.randrange(100, 1000)}-"
+            f"{rng.randrange(8000, 9000)}-{rng.randrange(10**11, 10**12)}" for _ in range(20_000)]
+    assert not [i for i in ids if contains_pan(i)]
