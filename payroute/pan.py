@@ -40,8 +40,33 @@ def contains_pan(text: str) -> bool:
     return False
 
 
+def _leaf_texts(value: Any, out: list[str]) -> list[str]:
+    """Append the text of every string or integer (not bool) inside ``value`` to ``out``."""
+    if isinstance(value, Mapping):
+        for item in value.values():
+            _leaf_texts(item, out)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _leaf_texts(item, out)
+    elif isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        out.append(str(value))
+    return out
+
+
+def holds_pan(value: Any) -> bool:
+    """True when any string or integer inside ``value`` holds a PAN: one scan of all leaves joined by NUL.
+
+    NUL is neither a digit, a letter nor a separator the pattern crosses, so a match in the joined text
+    is a match inside one leaf: the same answer as screening each leaf alone, for a fraction of the cost."""
+    return contains_pan("\x00".join(_leaf_texts(value, [])))
+
+
 def find_pan_fields(value: Any, path: str = "") -> Iterator[str]:
     """Yield the dotted path of every string (or integer) inside ``value`` that holds a PAN."""
+    if not path and not holds_pan(value):  # the common case: nothing to name, no paths built
+        return
     if isinstance(value, Mapping):
         for key, item in value.items():
             yield from find_pan_fields(item, f"{path}.{key}" if path else str(key))

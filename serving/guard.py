@@ -22,6 +22,8 @@ from payroute.serving.schemas import MAX_BODY_BYTES, error_body
 
 API_KEY_HEADER = "x-api-key"
 REDACTED = "<redacted>"
+VALIDATED_SCOPE_KEY = "payroute.validated"
+"""Where the guard leaves the request model it validated, so the API parses the body only once."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ class RequestGuard:
             body, failure = await self._read_body(receive, headers)
         if failure is None:
             try:
-                rule.model.model_validate_json(body)
+                scope[VALIDATED_SCOPE_KEY] = rule.model.model_validate_json(body)
             except ValidationError as error:
                 failure = (422, validation_body(error))
         if failure is not None:
@@ -153,3 +155,15 @@ async def _respond(send, status: int, body: dict) -> None:
         }
     )
     await send({"type": "http.response.body", "body": payload})
+
+
+class GuardValidatedInput:
+    """Mixin for a BentoML input spec: take the model the guard validated instead of parsing the body again
+    (the same model class on the same bytes); parse as usual when the guard did not run."""
+
+    @classmethod
+    async def from_http_request(cls, request, serde):
+        validated = request.scope.get(VALIDATED_SCOPE_KEY)
+        if type(validated) in cls.__bases__:  # exactly the request model this spec was built on
+            return validated
+        return await super().from_http_request(request, serde)

@@ -19,6 +19,8 @@ from typing import Any
 
 import anyio
 import bentoml
+from _bentoml_sdk.io_models import IOMixin
+from pydantic import BaseModel, create_model
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -26,7 +28,7 @@ from starlette.routing import Route
 
 from payroute.catalog import load_catalog
 from payroute.contracts import Transaction
-from payroute.serving.guard import RequestGuard, RouteRule
+from payroute.serving.guard import GuardValidatedInput, RequestGuard, RouteRule
 from payroute.serving.metrics import ServiceMetrics
 from payroute.serving.predictor import ModelSource
 from payroute.serving.schemas import (
@@ -44,6 +46,11 @@ from payroute.serving.state import ScoringCore
 logger = logging.getLogger("bentoml.payroute")
 
 REQUEST_TIMEOUT_S = 10
+
+
+def guarded_spec(model: type[BaseModel]) -> type[BaseModel]:
+    """BentoML's input spec for ``model`` (same schema, same name), reusing the model the guard validated."""
+    return create_model(f"{model.__name__}IODescriptor", __base__=(GuardValidatedInput, IOMixin, model))
 
 
 def decision_body(decision: Any) -> dict[str, Any]:
@@ -117,19 +124,19 @@ class PayrouteService:
 
     # ------------------------------------------------------------------ API
 
-    @bentoml.api(route="/rank", input_spec=RankRequest, output_spec=RankResponse)
+    @bentoml.api(route="/rank", input_spec=guarded_spec(RankRequest), output_spec=RankResponse)
     async def rank(self, transaction: Transaction) -> RankResponse:  # type: ignore[return]
         """Rank the eligible PSPs for one transaction (fail-open: degraded static order without a model)."""
         decision = await self._in_state(self.core.rank, transaction)
         return json_response(decision_body(decision))  # type: ignore[return-value]
 
-    @bentoml.api(route="/rank_batch", input_spec=RankBatchRequest, output_spec=RankBatchResponse)
+    @bentoml.api(route="/rank_batch", input_spec=guarded_spec(RankBatchRequest), output_spec=RankBatchResponse)
     async def rank_batch(self, transactions: list[Transaction]) -> RankBatchResponse:  # type: ignore[return]
         """Rank many transactions at once; decisions in request order."""
         decisions = await self._in_state(self.core.rank_many, transactions)
         return await anyio.to_thread.run_sync(batch_response, decisions)  # encoded off the state thread
 
-    @bentoml.api(route="/feedback", input_spec=FeedbackRequest, output_spec=FeedbackAck)
+    @bentoml.api(route="/feedback", input_spec=guarded_spec(FeedbackRequest), output_spec=FeedbackAck)
     async def feedback(self, **fields: Any) -> FeedbackAck:
         """Record one attempt outcome durably, then learn from it if this service issued its decision."""
         request = FeedbackRequest.model_construct(**fields)

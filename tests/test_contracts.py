@@ -22,7 +22,7 @@ from payroute.contracts import (
     Transaction,
     field_errors,
 )
-from payroute.pan import contains_pan, luhn_valid
+from payroute.pan import contains_pan, holds_pan, luhn_valid
 
 TEST_PAN = "4111111111111111"  # the scheme's published test card number, never a real card
 
@@ -249,3 +249,21 @@ def test_uuid4_ids_are_never_refused():
     ids += [f"{rng.randrange(10**7, 10**8)}-{rng.randrange(1000, 10**4)}-4{rng.randrange(100, 1000)}-"
             f"{rng.randrange(8000, 9000)}-{rng.randrange(10**11, 10**12)}" for _ in range(20_000)]
     assert not [i for i in ids if contains_pan(i)]
+
+
+@pytest.mark.parametrize(
+    ("leaves", "expected"),
+    [
+        (["4111", "1111", "1111", "1111"], False),  # four groups in four fields: no PAN in any one of them
+        (["411111", "4111111111111111"], True),
+        (["tx-1", "4111 1111 1111 1111", "DE"], True),
+        (["4111-1111-1111-", "1111"], False),  # a grouping split across fields is not joined
+        (["a4111111111111111", "x"], False),
+        ([4111111111111111, "b"], True),
+        ([True, "378282246310005"], True),
+        (["", "5555555555554444z"], False),
+    ],
+)
+def test_one_scan_screen_equals_screening_each_field(leaves, expected):
+    assert any(contains_pan(str(leaf)) for leaf in leaves if not isinstance(leaf, bool)) is expected
+    assert holds_pan({"nested": {f"f{i}": leaf for i, leaf in enumerate(leaves)}, "list": leaves}) is expected

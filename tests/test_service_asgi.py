@@ -295,3 +295,29 @@ def test_new_champion_is_loaded_under_traffic_without_a_failed_request(tmp_path)
     assert versions[0] == "v1" and versions[-1] == "v2"
     switch = versions.index("v2")
     assert set(versions[switch:]) == {"v2"}  # no flapping back once swapped
+
+
+def test_api_reuses_the_model_the_guard_validated():
+    """One parse per request: the input spec hands over the guard's model; without it, it parses the body."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from payroute.serving.guard import VALIDATED_SCOPE_KEY
+    from payroute.serving.schemas import RankRequest
+    from payroute.serving.service import guarded_spec
+    from _bentoml_impl.serde import JSONSerde
+
+    spec = guarded_spec(RankRequest)
+    body = RankRequest.model_validate({"transaction": EXAMPLE_TRANSACTION}).model_dump_json().encode()
+
+    def request(scope_extra: dict) -> Request:
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return Request({"type": "http", "method": "POST", "headers": [], **scope_extra}, receive)
+
+    validated = RankRequest.model_validate({"transaction": EXAMPLE_TRANSACTION})
+    assert asyncio.run(spec.from_http_request(request({VALIDATED_SCOPE_KEY: validated}), JSONSerde())) is validated
+    parsed = asyncio.run(spec.from_http_request(request({}), JSONSerde()))
+    assert parsed is not validated and parsed.transaction == validated.transaction
