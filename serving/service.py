@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import time
@@ -117,6 +118,7 @@ class PayrouteService:
         self.reload_model()  # before replay: the bandit's baselines come from the model
         self.replayed = self.core.restore()
         self.started_at = time.time()
+        freeze_heap()
         logger.info(
             "payroute service ready: model %s, %d outcomes replayed, state in %s",
             self.core.predictor.version, self.replayed, self.settings.state_dir,
@@ -127,7 +129,7 @@ class PayrouteService:
     @bentoml.api(route="/rank", input_spec=guarded_spec(RankRequest), output_spec=RankResponse)
     async def rank(self, transaction: Transaction) -> RankResponse:  # type: ignore[return]
         """Rank the eligible PSPs for one transaction (fail-open: degraded static order without a model)."""
-        decision = await self._in_state(self.core.rank, transaction)
+        decision = await self._in_state_inline(self.core.rank, transaction)
         return json_response(decision_body(decision))  # type: ignore[return-value]
 
     @bentoml.api(route="/rank_batch", input_spec=guarded_spec(RankBatchRequest), output_spec=RankBatchResponse)
@@ -231,6 +233,7 @@ class PayrouteService:
         self.metrics.reloads.labels("loaded").inc()
         self.metrics.model_loaded.set(1)
         logger.info("champion model %s loaded", bundle.version)
+        freeze_heap()
         return True
 
     async def _poll_model(self) -> None:
@@ -253,10 +256,20 @@ class PayrouteService:
         except Exception:
             logger.exception("state snapshot failed")
 
-    async def _in_state(self, function, *args):
+    def _limiter(self) -> anyio.CapacityLimiter:
         if self._state_limiter is None:
             self._state_limiter = anyio.CapacityLimiter(1)
-        return await anyio.to_thread.run_sync(function, *args, limiter=self._state_limiter)
+        return self._state_limiter
+
+    async def _in_state(self, function, *args):
+        """Run state work on a worker thread, one at a time (batches, learning, snapshots)."""
+        return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter())
+
+    async def _in_state_inline(self, function, *args):
+        """Run short state work (one /rank, ≈ 0.5 ms) on the event loop under the same one-token limiter:
+        still exclusive with every other state job, without two thread hops per request."""
+        async with self._limiter():
+            return function(*args)
 
     async def _every(self, seconds: float, job) -> None:
         while True:
@@ -265,6 +278,13 @@ class PayrouteService:
                 await job()
             except Exception:
                 logger.exception("background job %s failed", getattr(job, "__name__", job))
+
+
+def freeze_heap() -> None:
+    """Move everything alive after start-up or a reload (model, catalogue, replayed state) out of the
+    collector's reach, so a full collection walks only what requests allocate (fewer, shorter pauses)."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _status(request: Request) -> JSONResponse:
