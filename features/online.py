@@ -199,17 +199,53 @@ class OnlineFeatureStore:
         columns["previous_decline_class"] = [_plain(previous_decline_class)]
         out = np.empty((n, len(self.spec.feature_names)))
         out[:, : self._n_request] = request_features(columns, list(psps), self._context)
-        values = self._key_values(fields, out[0, self._band_column])
-        suffixes = ["".join("|" + values[f] for f in level_fields) for _, level_fields, *_ in self._levels]
-        keys = [f"{name}|{p}{suffix}" for p in psps for (name, *_), suffix in zip(self._levels, suffixes)]
-        states = self.backend.get_many(keys)
-        empties = self._empties * n
         # one row per PSP: [reference, values...] of every level, side by side
-        matrix = np.concatenate([empty if state is None else state for state, empty in zip(states, empties)])
-        matrix = matrix.reshape(n, -1)
+        matrix = self._counter_rows(fields, psps, out[0, self._band_column])
         raw = read(matrix[:, self._value_columns], matrix[:, self._reference_columns], at_us, self._rates)
         self._plan.history_features(raw, out=out[:, self._n_request :])
         return out, self.spec.feature_names
+
+    def features_array_many(
+        self, items: Sequence[tuple[Transaction | Mapping[str, Any], Sequence[str]]]
+    ) -> tuple[list[np.ndarray], tuple[str, ...]]:
+        """First-attempt :meth:`features_array` for many (transaction, PSPs), in order: one block per item,
+        equal to calling :meth:`features_array` on each in turn (same point-in-time cut-offs, advanced
+        item by item). Request features, counter decay and shrinkage run once over all rows; only the
+        cut-off advance and the counter reads go item by item."""
+        if not items:
+            return [], self.spec.feature_names
+        records = [_fields(transaction) for transaction, _ in items]
+        sizes = [len(psps) for _, psps in items]
+        at_us = [_to_us(fields["timestamp"]) for fields in records]
+        columns: dict[str, Any] = {
+            name: [fields.get(name) for fields, n in zip(records, sizes) for _ in range(n)] for name in TRANSACTION_FIELDS
+        }
+        row_at_us = np.repeat(np.array(at_us, dtype=np.int64), sizes)
+        columns["timestamp_us"] = row_at_us
+        columns["attempt"] = np.ones(len(row_at_us))
+        columns["previous_decline_class"] = [None] * len(row_at_us)
+        psp_rows = [psp for _, psps in items for psp in psps]
+        out = np.empty((len(psp_rows), len(self.spec.feature_names)))
+        out[:, : self._n_request] = request_features(columns, psp_rows, self._context)
+        blocks, start = [], 0
+        for fields, (_, psps), n, at in zip(records, items, sizes, at_us):
+            self._advance(at - self._delay_us)  # as features_array does, item by item
+            blocks.append(self._counter_rows(fields, psps, out[start, self._band_column]))
+            start += n
+        matrix = np.concatenate(blocks)
+        raw = read(matrix[:, self._value_columns], matrix[:, self._reference_columns], row_at_us[:, None], self._rates)
+        self._plan.history_features(raw, out=out[:, self._n_request :])
+        return np.split(out, np.cumsum(sizes)[:-1]), self.spec.feature_names
+
+    def _counter_rows(self, fields: Mapping[str, Any], psps: Sequence[str], band: float) -> np.ndarray:
+        """Each PSP's level states side by side, copied now: (len(psps), Σ level widths)."""
+        values = self._key_values(fields, band)
+        suffixes = ["".join("|" + values[f] for f in level_fields) for _, level_fields, *_ in self._levels]
+        keys = [f"{name}|{p}{suffix}" for p in psps for (name, *_), suffix in zip(self._levels, suffixes)]
+        states = self.backend.get_many(keys)
+        empties = self._empties * len(psps)
+        matrix = np.concatenate([empty if state is None else state for state, empty in zip(states, empties)])
+        return matrix.reshape(len(psps), -1)
 
     def features(self, transaction: Transaction | Mapping[str, Any], psps: Sequence[str], *, attempt: int = 1,
                  previous_decline_class: str | None = None, at: dt.datetime | None = None) -> pd.DataFrame:

@@ -163,19 +163,16 @@ class BundlePredictor:
     def predict_many(self, items: Sequence[tuple[Transaction, Sequence[str]]]) -> list[np.ndarray]:
         """First-attempt probabilities for many (transaction, PSPs): feature rows of every transaction
         stacked, then ONE ``Booster.predict`` and one calibration for all of them. Each row's value is
-        the one :meth:`predict` gives (trees score rows independently). Feature lookups go in order,
-        one per transaction (the online store has no batch query), so their point-in-time cut-offs
-        advance exactly as one-by-one ranking advances them."""
+        the one :meth:`predict` gives (trees score rows independently). Features come from the store's
+        batch query, whose point-in-time cut-offs advance item by item exactly as one-by-one ranking
+        advances them."""
         bundle = self.slot.bundle
         store = self.feature_store
         if bundle is None or store is None:
             raise NoModelError("no champion loaded")
         if not items:
             return []
-        blocks, names = [], ()
-        for transaction, psps in items:
-            block, names = store.features_array(transaction, list(psps))
-            blocks.append(block)
+        blocks, names = store.features_array_many([(transaction, list(psps)) for transaction, psps in items])
         matrix = self._encoder_for(bundle, store, names).encode(np.concatenate(blocks))
         raw = bundle.approval_booster.predict(matrix, num_threads=1)
         probability = np.asarray(bundle.calibrator.apply(raw), dtype=np.float64)
