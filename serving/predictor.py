@@ -109,19 +109,29 @@ class ColumnEncoder:
         if missing:
             raise KeyError(f"feature store lacks model feature(s) {', '.join(missing)}")
         self.columns = np.array([position[name] for name in bundle.feature_names], dtype=np.intp)
-        self.recode: dict[int, np.ndarray] = {}
+        tables = []
         for j, name in enumerate(bundle.feature_names):
             if name in bundle.categorical_features:
                 levels = {level: k for k, level in enumerate(bundle.layout.categorical_levels[name])}
                 vocabulary = store_categories[name]
-                self.recode[j] = np.array([levels.get(str(v), np.nan) for v in vocabulary] + [np.nan], dtype=np.float64)
+                tables.append((j, [levels.get(str(v), np.nan) for v in vocabulary] + [np.nan]))
+        # All categorical columns recoded in one gather: tables padded with NaN to one width, each column's
+        # store code clipped to its own table (its last slot, NaN, for a missing or out-of-vocabulary code).
+        self.categorical = np.array([j for j, _ in tables], dtype=np.intp)
+        self.last = np.array([len(table) - 1 for _, table in tables], dtype=np.intp)
+        width = max((len(table) for _, table in tables), default=1)
+        self.tables = np.full((len(tables), width), np.nan)
+        for row, (_, table) in enumerate(tables):
+            self.tables[row, : len(table)] = table
+        self._rows = np.arange(len(tables))
 
     def encode(self, store_matrix: np.ndarray) -> np.ndarray:
         matrix = store_matrix[:, self.columns]
-        for j, table in self.recode.items():
-            codes = matrix[:, j]
-            index = np.where(np.isnan(codes), len(table) - 1, codes).astype(np.intp)
-            matrix[:, j] = table[np.clip(index, 0, len(table) - 1)]
+        if len(self.categorical):
+            codes = matrix[:, self.categorical]
+            index = np.where(np.isnan(codes), self.last, codes).astype(np.intp)
+            index = np.minimum(np.maximum(index, 0), self.last)
+            matrix[:, self.categorical] = self.tables[self._rows, index]
         return matrix
 
 

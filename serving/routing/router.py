@@ -71,7 +71,10 @@ class Router:
         self._overlap = np.array([[bool(a & b) for b in self._regions] for a in self._regions])
         self._static_rank = {name: i for i, name in enumerate(catalog.static_order)}
         self._fees = FeeTable(catalog)
-        self.posterior = ResidualPosterior(catalog.psp_names, half_life_s=config.half_life_s, max_evidence=config.max_evidence)
+        self.posterior = ResidualPosterior(
+            catalog.psp_names, half_life_s=config.half_life_s, max_evidence=config.max_evidence,
+            shared_max_evidence=config.shared_max_evidence,
+        )
         self.health = HealthGuard(config)
         self._decisions: OrderedDict[str, tuple[str, dict[str, float]]] = OrderedDict()
         self._lock = threading.Lock()
@@ -168,13 +171,16 @@ class Router:
 
         known = ~np.isnan(model_probability)
         cold_mean = float(model_probability[known].mean()) if known.any() else NEUTRAL_PRIOR
-        prior = np.where(known, np.clip(model_probability, PROBABILITY_EPSILON, 1 - PROBABILITY_EPSILON), cold_mean)
+        clipped = np.minimum(np.maximum(model_probability, PROBABILITY_EPSILON), 1 - PROBABILITY_EPSILON)  # = np.clip
+        prior = np.where(known, clipped, cold_mean)
         retry_regions = soft_declined_regions(self.catalog, plan.previous)
         same_region = shares_region([self._regions[j] for j in index], retry_regions)
         prior = np.where(same_region, prior * self.config.same_region_retry_factor, prior)
         prior_strength = np.where(known, self.config.prior_strength, self.config.cold_prior_strength)
         evidence, residual = self.posterior.evidence(segment, plan.now)
-        mean, strength = posterior(prior, prior_strength, evidence[index], residual[index])
+        shift = self.posterior.shared_shift(self.config.prior_strength, plan.now)
+        shift = None if shift is None else shift[index]
+        mean, strength = posterior(prior, prior_strength, evidence[index], residual[index], shift)
         demoted = self.health.demoted_mask(eligible)
         score_of = self._scorer(objective, terms)
         c = self.config
