@@ -290,16 +290,18 @@ class DecisionLog:
              int(r.degraded), r.issued_at, json.dumps(dict(r.baselines)) if r.baselines else None)
             for r in records
         ]
+        insert = f"INSERT OR IGNORE INTO decisions ({_DECISION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         with self._lock:
-            self._connection.execute("BEGIN")
-            try:
-                self._connection.executemany(
-                    f"INSERT OR IGNORE INTO decisions ({_DECISION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-                )
-            except BaseException:
-                self._connection.execute("ROLLBACK")
-                raise
-            self._connection.execute("COMMIT")
+            if len(rows) == 1:  # autocommit: one statement is one transaction, without BEGIN/COMMIT round trips
+                self._connection.execute(insert, rows[0])
+            else:
+                self._connection.execute("BEGIN")
+                try:
+                    self._connection.executemany(insert, rows)
+                except BaseException:
+                    self._connection.execute("ROLLBACK")
+                    raise
+                self._connection.execute("COMMIT")
         cache = self._cache
         for record in records:
             cache[record.decision_id] = record
