@@ -24,7 +24,8 @@ from payroute.contracts import (
 )
 from payroute.pan import contains_pan, holds_pan, luhn_valid
 
-TEST_PAN = "4111111111111111"  # the scheme's published test card number, never a real card
+TEST_PAN = "4111111111111111"  # published scheme test numbers only (Visa 4111…1111, Mastercard 5555…4444,
+# Amex 3782…0005): never a real card
 
 CARD_TRANSACTION = {
     "id": "tx-1",
