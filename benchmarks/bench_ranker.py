@@ -86,8 +86,11 @@ class BoosterPredictor:
         return self.booster.predict(self.rows(transaction, psps, attempt, previous_decline_class), num_threads=1)
 
     def predict_many(self, items) -> list[np.ndarray]:
-        """Every transaction's rows stacked, one ``Booster.predict`` (the router's batch path)."""
-        blocks = [self.rows(transaction, psps) for transaction, psps in items]
+        """Every transaction's rows stacked (the store's batch query), one ``Booster.predict`` (the router's batch path)."""
+        if self.store is not None:
+            blocks = self.store.features_array_many([(transaction, list(psps)) for transaction, psps in items])[0]
+        else:
+            blocks = [self.rows(transaction, psps) for transaction, psps in items]
         scores = self.booster.predict(np.concatenate(blocks), num_threads=1)
         return np.split(scores, np.cumsum([len(block) for block in blocks])[:-1])
 
