@@ -260,7 +260,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'' if rank[2] + floor[2] == 0 else f'  failures {rank[2]}/{floor[2]}'}")
         latencies, failures = asyncio.run(open_loop(f"{service_url}/rank", body, args.rate, seconds))
         print(f"/rank at {args.rate:.0f} req/s: p50 {ms(latencies, 50):.2f} ms, p99 {ms(latencies, 99):.2f} ms, "
-              f"failures {failures}/{len(latencies)}")
+              f"failures {failures}/{len(latencies)}; load average {os.getloadavg()[0]:.1f}")
+        latencies, failures = asyncio.run(open_loop(f"{noop_url}/noop", body, args.rate, seconds))
+        print(f"no-op at {args.rate:.0f} req/s: p50 {ms(latencies, 50):.2f} ms, p99 {ms(latencies, 99):.2f} ms, "
+              f"failures {failures}/{len(latencies)} (the framework's floor at this rate)")
         report_batch(service_url, seconds)
     finally:
         stop(service)
