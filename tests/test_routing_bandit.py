@@ -125,6 +125,39 @@ def test_new_psp_without_evidence_still_has_floor():
     assert min(r.p_first for r in decision.ranking) >= 0.01
 
 
+def test_shared_residual_moves_a_drifted_psp_in_segments_without_evidence():
+    """euroacq's true approval falls from 0.90 to 0.50 everywhere (the model still says 0.90). After 300
+    events in the visa segment, a mastercard transaction (no evidence of its own) sees euroacq's posterior
+    mean moved toward the truth by the pooled residual g = R / (n0 + N) (euroacq loses the visa traffic after a
+    few dozen events, so N stays small: g is about −0.2 here); with the shared cell off it stays at 0.90."""
+    drifted = {**TRUE, "euroacq": 0.50}
+    other_segment = Transaction.model_validate({**BASE.model_dump(), "id": "t-mc", "card_network": "mastercard",
+                                                "card_bin": "511111", "timestamp": T0 + dt.timedelta(seconds=301)})
+    means = {}
+    for shared in (0.0, 1000.0):
+        config = RoutingConfig(shared_max_evidence=shared)
+        router = Router(CATALOG, TablePredictor(TRUE), config, seed=5)
+        run(router, 0, 300, np.random.default_rng(5), true=drifted)
+        ranking = router.rank(other_segment, objective="approval_first").ranking
+        means[shared] = next(r.p_approve for r in ranking if r.psp == "euroacq")
+    assert means[0.0] == pytest.approx(0.90, abs=1e-9)
+    assert means[1000.0] < 0.80  # at least a quarter of the 0.40 drop, from another segment's evidence
+    assert means[1000.0] > 0.50  # shrunk toward the model: never past the truth
+
+
+def test_posterior_without_shared_evidence_is_the_model_prior_update():
+    from payroute.serving.routing.bandit import posterior
+
+    p, n0 = np.array([0.8, 0.6]), np.array([20.0, 20.0])
+    n, r = np.array([10.0, 0.0]), np.array([-2.0, 0.0])
+    plain = posterior(p, n0, n, r)
+    zero = posterior(p, n0, n, r, np.zeros(2))
+    np.testing.assert_allclose(plain[0], zero[0])
+    np.testing.assert_allclose(plain[0], [0.8 - 2.0 / 30, 0.6])  # p + r / (n0 + n)
+    shifted, _ = posterior(p, n0, n, r, np.array([-0.1, -0.1]))
+    np.testing.assert_allclose(shifted, [(20 * 0.7 + 10 * 0.6) / 30, 0.5])
+
+
 # ------------------------------------------------------------------ propensities and the exploration cap
 
 def test_propensities_are_valid_and_match_empirical_first_places():

@@ -3,12 +3,18 @@
 For a PSP in a transaction the model gives ``p``. The cell (PSP, segment) holds the discounted number of
 observations ``n`` and the discounted residual sum ``r = Σ (approved − p_at_decision)``. The posterior is
 
-    Beta(μ·κ, (1 − μ)·κ),   κ = n0 + n,   μ = (n0·p + n·clip(p + r/n)) / κ
+    Beta(μ·κ, (1 − μ)·κ),   κ = n0 + n,   μ = (n0·clip(p + g) + n·clip(p + r/n)) / κ
 
 i.e. the model prior Beta(p·n0, (1 − p)·n0) updated with the cell's evidence shifted to this context:
 the model keeps the per-transaction detail, the residual corrects it for what happened since training.
 Evidence fades with a time half-life and is capped at ``max_evidence`` effective observations, so a
 PSP that starts failing moves its posterior within tens of events.
+
+``g`` is the PSP's shared residual: the same discounted residual pooled over every segment (capped at
+``shared_max_evidence``) and shrunk toward 0 with ``n0`` pseudo-observations, ``g = R / (n0 + N)``. A PSP
+whose approval drifts everywhere (an acquirer change, a model gone stale) moves the prior of every
+segment from the pooled evidence, long before each small segment has enough evidence of its own; a
+segment with evidence still overrides it. ``g = 0`` (no shared evidence) is the plain model prior.
 
 :func:`first_place_policy` turns posteriors into the probability of each PSP being placed first:
 Thompson sampling (K vectorised draws), mixed with the greedy choice so that the expected approval
@@ -43,23 +49,35 @@ def _clip_probability(values: np.ndarray) -> np.ndarray:
 
 
 def posterior(
-    model_probability: np.ndarray, prior_strength: np.ndarray, evidence: np.ndarray, residual_sum: np.ndarray
+    model_probability: np.ndarray, prior_strength: np.ndarray, evidence: np.ndarray, residual_sum: np.ndarray,
+    shared_shift: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior mean μ and strength κ per PSP (all arrays of shape (m,))."""
+    """Posterior mean μ and strength κ per PSP (all arrays of shape (m,)); ``shared_shift`` is g."""
     observed = _clip_probability(model_probability + residual_sum / np.maximum(evidence, 1e-12))
+    prior_mean = model_probability if shared_shift is None else _clip_probability(model_probability + shared_shift)
     strength = prior_strength + evidence
-    mean = (prior_strength * model_probability + evidence * observed) / strength
+    mean = (prior_strength * prior_mean + evidence * observed) / strength
     return _clip_probability(mean), strength
 
 
-class ResidualPosterior:
-    """Discounted evidence per (segment, PSP): effective count, residual sum, last update time (epoch s)."""
+SHARED_SEGMENT = "*"  # the cell pooling every segment's evidence per PSP (segment keys always contain "|")
 
-    def __init__(self, psp_names: tuple[str, ...], *, half_life_s: float, max_evidence: float) -> None:
+
+class ResidualPosterior:
+    """Discounted evidence per (segment, PSP): effective count, residual sum, last update time (epoch s).
+
+    With ``shared_max_evidence > 0`` every update also goes to the PSP's pooled cell (``SHARED_SEGMENT``),
+    capped at that many effective observations; :meth:`shared_shift` reads it.
+    """
+
+    def __init__(
+        self, psp_names: tuple[str, ...], *, half_life_s: float, max_evidence: float, shared_max_evidence: float = 0.0
+    ) -> None:
         self.psp_names = psp_names
         self.index = {name: i for i, name in enumerate(psp_names)}
         self.half_life_s = half_life_s
         self.max_evidence = max_evidence
+        self.shared_max_evidence = shared_max_evidence
         self._cells: dict[str, np.ndarray] = {}  # segment -> (3, n_psps): evidence, residual_sum, t_last
         self._empty = np.zeros(len(psp_names))
 
@@ -71,18 +89,30 @@ class ResidualPosterior:
         decay = np.exp2(-np.maximum(now - cell[2], 0.0) / self.half_life_s)
         return cell[0] * decay, cell[1] * decay
 
+    def shared_shift(self, prior_strength: float, now: float) -> np.ndarray | None:
+        """g per catalogue PSP: the pooled residual shrunk toward 0, ``R / (n0 + N)``; None when off or empty."""
+        if self.shared_max_evidence <= 0 or SHARED_SEGMENT not in self._cells:
+            return None
+        evidence, residual = self.evidence(SHARED_SEGMENT, now)
+        return residual / (prior_strength + evidence)
+
     def update(self, segment: str, psp: str, approved: bool, model_probability: float, now: float) -> None:
         """Add one outcome the PSP is accountable for (approval, or a PSP-class failure)."""
+        outcome = float(approved) - model_probability
+        self._add(segment, self.index[psp], outcome, now, self.max_evidence)
+        if self.shared_max_evidence > 0:
+            self._add(SHARED_SEGMENT, self.index[psp], outcome, now, self.shared_max_evidence)
+
+    def _add(self, segment: str, j: int, outcome: float, now: float, max_evidence: float) -> None:
         cell = self._cells.get(segment)
         if cell is None:
             cell = self._cells[segment] = np.zeros((3, len(self.psp_names)))
             cell[2] = now
-        j = self.index[psp]
         decay = math.exp2(-max(now - cell[2, j], 0.0) / self.half_life_s)
         evidence = cell[0, j] * decay + 1.0
-        residual = cell[1, j] * decay + (float(approved) - model_probability)
-        if evidence > self.max_evidence:
-            scale = self.max_evidence / evidence
+        residual = cell[1, j] * decay + outcome
+        if evidence > max_evidence:
+            scale = max_evidence / evidence
             evidence, residual = evidence * scale, residual * scale
         cell[0, j], cell[1, j], cell[2, j] = evidence, residual, max(now, cell[2, j])
 

@@ -28,6 +28,8 @@ class RoutingConfig:
         prior_strength: pseudo-observations n0 behind the model prediction (Beta(p·n0, (1−p)·n0)).
         cold_prior_strength: n0 for a PSP the model does not know (prior mean: mean of known PSPs).
         max_evidence: cap on a cell's effective observations (older evidence is scaled down).
+        shared_max_evidence: cap on the PSP-wide pooled residual cell that shifts every segment's
+        prior (0: off).
         half_life_s: time half-life of a cell's evidence.
         exploration_cap: max expected approval (absolute probability) given up per decision versus
         the greedy choice; min_propensity: floor on every eligible PSP's probability of being first.
@@ -61,6 +63,7 @@ class RoutingConfig:
     prior_strength: float = 20.0
     cold_prior_strength: float = 2.0
     max_evidence: float = 200.0
+    shared_max_evidence: float = 1000.0
     half_life_s: float = 1800.0
     exploration_cap: float = 0.02
     min_propensity: float = 0.01
@@ -102,6 +105,7 @@ _CHECKS: tuple[tuple[Any, str], ...] = (
     (lambda c: 0 < c.least_cost_min_probability <= 1, "least_cost_min_probability in (0, 1]"),
     (lambda c: c.prior_strength > 0 and c.cold_prior_strength > 0, "prior strengths must be > 0"),
     (lambda c: c.max_evidence > 0 and c.half_life_s > 0, "max_evidence and half_life_s must be > 0"),
+    (lambda c: c.shared_max_evidence >= 0, "shared_max_evidence must be >= 0"),
     (lambda c: 0 <= c.exploration_cap <= 1, "exploration_cap in [0, 1]"),
     (lambda c: 0 <= c.min_propensity <= 0.1, "min_propensity in [0, 0.1]"),
     (lambda c: c.propensity_samples >= 1, "propensity_samples must be >= 1"),
