@@ -89,7 +89,8 @@ def baseline_policy(name: str, stream: Stream, history: SimulatedHistory, seed: 
 
 def scenario_world(scenario: Scenario, settings: BenchSettings, catalog: Catalog) -> SimulatedHistory:
     busiest = busiest_psp(settings.world_seed, settings.horizon)
-    return simulate_history(world_config(scenario, settings.horizon, busiest), catalog, seed=settings.world_seed)
+    return simulate_history(world_config(scenario, scenario.horizon(settings.horizon), busiest), catalog,
+                            seed=settings.world_seed)
 
 
 def run_scenario(scenario: Scenario, settings: BenchSettings, catalog: Catalog | None = None,
@@ -99,12 +100,12 @@ def run_scenario(scenario: Scenario, settings: BenchSettings, catalog: Catalog |
     catalog = catalog or load_catalog()
     history = scenario_world(scenario, settings, catalog)
     world = history.world
-    incident = resolve_incident(scenario, settings.horizon, busiest_psp(settings.world_seed, settings.horizon))
+    horizon = scenario.horizon(settings.horizon)
+    incident = resolve_incident(scenario, horizon, busiest_psp(settings.world_seed, settings.horizon))
     result = ScenarioResult(scenario.name)
     skipped: set[str] = set()
     for seed in settings.seeds:
-        stream = build_stream(world, settings.n_transactions, settings.horizon.bench_start,
-                              settings.horizon.bench_days, seed)
+        stream = build_stream(world, settings.n_transactions, horizon.bench_start, horizon.bench_days, seed)
         focus = _focus_rows(stream, scenario, incident)
         seed_rows = []
         for name in settings.policies:

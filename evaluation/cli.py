@@ -1,7 +1,8 @@
 """Compare routing policies on simulated traffic with common random numbers (scenarios × seeds).
 
 Policies: uniform, static, rules, success_rate, thompson, model_greedy, payroute, oracle. The two
-model policies train the approval model on each scenario's history first (about a minute each).
+model policies train the approval model once per distinct history (the stationary, outage and partial
+outage scenarios share one; drift and new PSP have their own): three trainings for all five scenarios.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         print()
     else:
         print(table.to_string(index=False))
+    if factory is not None and not args.quiet:
+        print(f"approval models trained: {factory.trained}", file=sys.stderr)
     for result in results.values():
         if result.skipped:
             print(f"{result.scenario}: skipped {', '.join(result.skipped)} (no model)", file=sys.stderr)

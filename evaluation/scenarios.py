@@ -8,7 +8,7 @@ fractions of the bench window so any horizon shows them.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from payroute.simulator.config import DEFAULT_START, Incident, NewPsp, SimulationConfig
 
@@ -34,6 +34,15 @@ class Scenario:
     incident: IncidentPlan | None = None
     new_psp: str | None = None
     new_psp_fraction: float = 0.25
+    history_days: float | None = None  # the scenario's own history length (None: the bench horizon's)
+
+    def horizon(self, default: "Horizon") -> "Horizon":
+        """The bench horizon, with this scenario's history length (same traffic per day) when it sets one."""
+        if self.history_days is None or self.history_days == default.history_days:
+            return default
+        per_day = default.history_transactions / default.history_days
+        return replace(default, history_days=self.history_days,
+                       history_transactions=int(round(per_day * self.history_days)))
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -44,8 +53,10 @@ SCENARIOS: dict[str, Scenario] = {
                  incident=IncidentPlan(None, 0.30, 4.0)),
         Scenario("partial_outage", "latamconnect down for Brazil only, 6 hours",
                  incident=IncidentPlan("latamconnect", 0.30, 6.0, country="BR")),
+        # The simulator's drift is linear from the world's start, so a long history would put the bench
+        # window many standard deviations away (one PSP dominating everywhere): drift keeps 14 days.
         Scenario("drift", "PSP approval drifting (logit std 2.0 per 30 days) with a daily cycle",
-                 drift_strength=2.0, seasonality_strength=0.2),
+                 drift_strength=2.0, seasonality_strength=0.2, history_days=14.0),
         Scenario("new_psp", "britpay goes live a quarter into the bench with no history",
                  new_psp="britpay"),
     )
@@ -54,9 +65,12 @@ SCENARIOS: dict[str, Scenario] = {
 
 @dataclass(frozen=True)
 class Horizon:
-    history_days: float = 14.0
+    """History (what rules and models are fitted on: 60 days, about the traffic per day of the bench's
+    first version) followed by the bench window."""
+
+    history_days: float = 60.0
     bench_days: float = 2.0
-    history_transactions: int = 30_000
+    history_transactions: int = 150_000
     start: dt.datetime = DEFAULT_START
 
     @property

@@ -197,3 +197,31 @@ def test_headroom_and_interval():
 
 def test_every_policy_name_is_known():
     assert set(BASELINES) < set(ALL_POLICIES)
+
+
+def test_scenarios_that_change_only_the_bench_window_share_one_history():
+    """The model is trained once per distinct history: stationary, outage and partial outage change only
+    the bench window, so their histories (and so their models) are identical; drift changes the past."""
+    from payroute.catalog import load_catalog
+    from payroute.evaluation.bench import BenchSettings, scenario_world
+    from payroute.evaluation.model_policies import history_fingerprint
+    from payroute.evaluation.scenarios import SCENARIOS, Horizon
+
+    settings = BenchSettings(horizon=Horizon(history_days=7.0, history_transactions=4_000))
+    catalog = load_catalog()
+    fingerprint = {name: history_fingerprint(scenario_world(SCENARIOS[name], settings, catalog))
+                   for name in ("stationary", "outage", "partial_outage", "drift")}
+    assert fingerprint["stationary"] == fingerprint["outage"] == fingerprint["partial_outage"]
+    assert fingerprint["drift"] != fingerprint["stationary"]
+
+
+def test_drift_keeps_a_short_history_at_the_same_traffic_per_day():
+    """The simulator's drift is linear from the world's start: the drift scenario keeps 14 days."""
+    from payroute.evaluation.scenarios import SCENARIOS, Horizon
+
+    default = Horizon()
+    drift = SCENARIOS["drift"].horizon(default)
+    assert drift.history_days == 14.0
+    assert drift.history_transactions / drift.history_days == pytest.approx(
+        default.history_transactions / default.history_days, rel=1e-3)
+    assert SCENARIOS["outage"].horizon(default) == default
