@@ -64,7 +64,7 @@ def decision_body(decision: Any) -> dict[str, Any]:
                 "p_approve": item.p_approve,
                 "expected_cost": item.expected_cost,
                 "score": item.score,
-                "reasons": [_reason(reason) for reason in item.reasons],
+                "reasons": _reasons(item.reasons),
             }
             for item in decision.ranking
         ],
@@ -76,9 +76,11 @@ def decision_body(decision: Any) -> dict[str, Any]:
     }
 
 
-def _reason(reason: Any) -> dict[str, Any]:
-    """A router ``Reason`` (code, value) or a static decision's ready-made dict."""
-    return reason if isinstance(reason, dict) else {"code": reason[0], "value": reason[1]}
+def _reasons(reasons: Any) -> list[dict[str, Any]]:
+    """Router ``Reason`` pairs (code, value) as dicts; a static decision's reasons are ready-made dicts."""
+    if reasons and isinstance(reasons[0], dict):
+        return list(reasons)
+    return [{"code": code, "value": value} for code, value in reasons]
 
 
 def json_response(body: dict[str, Any]) -> Response:
