@@ -266,24 +266,25 @@ class OnlineFeatureStore:
 
     def snapshot(self, path: str | Path) -> Path:
         """Write every counter and staged outcome to one ``.npz`` file (no pickle)."""
-        path = Path(path)
+        return write_snapshot(path, self.snapshot_arrays())
+
+    def snapshot_arrays(self) -> dict[str, np.ndarray]:
+        """The store's state as fresh arrays (copies): later updates do not change them, so they can be
+        written while the store keeps serving (:func:`write_snapshot`)."""
         items = list(self.backend.items())
         staged = sorted(self._staged)
         meta = {"spec_version": self.spec.version, "cutoff_us": self._cutoff_us, "sequence": self._sequence,
                 "reporting_delay_us": self._delay_us, "catalog_version": self.catalog.version}
-        with path.open("wb") as handle:
-            np.savez(
-                handle,
-                meta=np.array(json.dumps(meta)),
-                keys=np.array([key for key, _ in items], dtype=str),
-                lengths=np.array([len(state) for _, state in items], dtype=np.int64),
-                states=np.concatenate([state for _, state in items]) if items else np.zeros(0),
-                staged_us=np.array([s[0] for s in staged], dtype=np.int64),
-                staged_sequence=np.array([s[1] for s in staged], dtype=np.int64),
-                staged_keys=np.array([s[2] for s in staged], dtype=str).reshape(len(staged), len(self._levels)),
-                staged_weights=np.array([s[3] for s in staged]).reshape(len(staged), len(COUNTERS)),
-            )
-        return path
+        return dict(
+            meta=np.array(json.dumps(meta)),
+            keys=np.array([key for key, _ in items], dtype=str),
+            lengths=np.array([len(state) for _, state in items], dtype=np.int64),
+            states=np.concatenate([state for _, state in items]) if items else np.zeros(0),
+            staged_us=np.array([s[0] for s in staged], dtype=np.int64),
+            staged_sequence=np.array([s[1] for s in staged], dtype=np.int64),
+            staged_keys=np.array([s[2] for s in staged], dtype=str).reshape(len(staged), len(self._levels)),
+            staged_weights=np.array([s[3] for s in staged]).reshape(len(staged), len(COUNTERS)),
+        )
 
     @classmethod
     def restore(cls, path: str | Path, catalog: Catalog, spec: FeatureSpec = DEFAULT_SPEC,
@@ -307,3 +308,11 @@ class OnlineFeatureStore:
             store._sequence = meta["sequence"]
             store._cutoff_us = meta["cutoff_us"]
         return store
+
+
+def write_snapshot(path: str | Path, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Write :meth:`OnlineFeatureStore.snapshot_arrays` to one ``.npz`` file (no pickle)."""
+    path = Path(path)
+    with path.open("wb") as handle:
+        np.savez(handle, **arrays)
+    return path

@@ -254,7 +254,10 @@ class PayrouteService:
 
     async def _snapshot(self) -> None:
         try:
-            await self._in_state(self.core.snapshot)  # learns what is queued first: covers a prefix of the log
+            # Copied on the state thread (learns what is queued first: covers a prefix of the log), written
+            # and fsync'd off it, so ranking does not wait for the disk.
+            capture = await self._in_state(self.core.capture_snapshot)
+            await anyio.to_thread.run_sync(self.core.write_snapshot, capture)
         except Exception:
             logger.exception("state snapshot failed")
         # What survived since the last snapshot (mostly the decision caches) leaves the collector's reach

@@ -35,6 +35,11 @@ from payroute.serving.metrics import ServiceMetrics
 from payroute.serving.predictor import BundlePredictor, ModelSlot
 from payroute.serving.static_order import static_decision
 
+try:
+    from payroute.features.online import write_snapshot as write_features_snapshot
+except ImportError:  # no feature store: nothing of it to write
+    write_features_snapshot = None
+
 logger = logging.getLogger("bentoml.payroute")
 
 SNAPSHOTS_DIR = "snapshots"
@@ -93,6 +98,15 @@ def make_router(catalog: Catalog, predictor: Any, seed: int) -> Any | None:
     return Router(catalog, predictor, seed=seed)
 
 
+@dataclasses.dataclass(frozen=True)
+class StateCapture:
+    """Router and feature state as of one log sequence, copied: written off the state thread."""
+
+    sequence: int
+    router: dict[str, Any] | None
+    features: dict[str, Any] | None
+
+
 class ScoringCore:
     """Everything that ranks and learns; the BentoML class is a thin HTTP shell around it."""
 
@@ -111,6 +125,7 @@ class ScoringCore:
         self._to_learn: deque[tuple[int, OutcomeRecord]] = deque()
         self._to_learn_lock = threading.Lock()
         self._learned: OrderedDict[int, bool] = OrderedDict()
+        self._snapshot_lock = threading.Lock()
         self.boot_id = "b" + uuid.uuid4().hex[:10]
 
     # ------------------------------------------------------------------ ranking
@@ -242,26 +257,40 @@ class ScoringCore:
 
     def snapshot(self) -> Path:
         """Write router + feature state as of ``last_sequence``; the directory appears complete or not at all."""
+        return self.write_snapshot(self.capture_snapshot())
+
+    def capture_snapshot(self) -> StateCapture:
+        """The state as of ``last_sequence``, as copies (on the state thread: learns what is queued first)."""
         self.learn_committed()
-        root = self.state_dir / SNAPSHOTS_DIR
-        final = root / f"{self.last_sequence:012d}"
-        if (final / "meta.json").exists():
-            return final
-        staging = root / f".staging-{self.last_sequence:012d}-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        if self.router is not None:
-            (staging / "router.json").write_text(json.dumps(self.router.snapshot()))
-        features_file = None
-        if self.features is not None:
-            features_file = self.features.snapshot(staging / "features.npz").name
-        meta = {"sequence": self.last_sequence, "created_at": time.time(), "features_file": features_file}
-        (staging / "meta.json").write_text(json.dumps(meta))
-        _fsync_tree(staging)
-        shutil.rmtree(final, ignore_errors=True)
-        staging.rename(final)
-        for old in sorted(p for p in root.iterdir() if p.name[0].isdigit())[:-SNAPSHOTS_KEPT]:
-            shutil.rmtree(old, ignore_errors=True)
+        return StateCapture(
+            sequence=self.last_sequence,
+            router=self.router.snapshot() if self.router is not None else None,
+            features=self.features.snapshot_arrays() if self.features is not None else None,
+        )
+
+    def write_snapshot(self, capture: StateCapture) -> Path:
+        """Write a capture to ``snapshots/<sequence>/`` (complete or absent); needs no state, so it runs
+        off the state thread while ranking goes on. One write at a time."""
+        with self._snapshot_lock:
+            root = self.state_dir / SNAPSHOTS_DIR
+            final = root / f"{capture.sequence:012d}"
+            if (final / "meta.json").exists():
+                return final
+            staging = root / f".staging-{capture.sequence:012d}-{os.getpid()}"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            if capture.router is not None:
+                (staging / "router.json").write_text(json.dumps(capture.router))
+            features_file = None
+            if capture.features is not None:
+                features_file = write_features_snapshot(staging / "features.npz", capture.features).name
+            meta = {"sequence": capture.sequence, "created_at": time.time(), "features_file": features_file}
+            (staging / "meta.json").write_text(json.dumps(meta))
+            _fsync_tree(staging)
+            shutil.rmtree(final, ignore_errors=True)
+            staging.rename(final)
+            for old in sorted(p for p in root.iterdir() if p.name[0].isdigit())[:-SNAPSHOTS_KEPT]:
+                shutil.rmtree(old, ignore_errors=True)
         self.metrics.snapshots.inc()
         return final
 

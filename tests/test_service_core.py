@@ -370,3 +370,29 @@ def test_log_exports_to_the_history_contract_that_training_reads(bundle_dir, tmp
 
     table = training_table(history, CATALOG, DEFAULT_SPEC)  # what `payroute train --history` builds first
     assert len(table) == 12
+
+
+def test_a_capture_written_after_more_learning_is_the_state_it_captured(bundle_dir, tmp_path):
+    """The snapshot is copied on the state thread and written later, off it: outcomes learned in between
+    must not leak into it (they are in the log tail), or replay would count them twice."""
+    core = ScoringCore(CATALOG, tmp_path, ServiceMetrics())
+    core.slot.swap(ModelSource(bundle_dir).load(), "x")
+    learn_some(core, 6)
+    capture = core.capture_snapshot()
+    captured_router = core.router.snapshot()
+    learn_some(core, 10, start=6)  # the live state moves on while the capture waits to be written
+    assert core.router.snapshot()["posterior"] != captured_router["posterior"]
+    written = core.write_snapshot(capture)
+    expected = core.router.snapshot()
+    psps = list(CATALOG.psp_names)
+    later = TRANSACTION.model_copy(update={"timestamp": TRANSACTION.timestamp + dt.timedelta(days=1)})
+    expected_features = core.features.features_array(later, psps)[0]
+    core.close()
+
+    assert written.name == f"{6:012d}"
+    restarted = ScoringCore(CATALOG, tmp_path, ServiceMetrics())
+    restarted.slot.swap(ModelSource(bundle_dir).load(), "x")
+    assert restarted.restore() == 10  # the 10 later outcomes come from the log, once
+    assert restarted.router.snapshot()["posterior"] == expected["posterior"]
+    np.testing.assert_array_equal(restarted.features.features_array(later, psps)[0], expected_features)
+    restarted.close()
