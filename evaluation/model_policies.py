@@ -197,8 +197,13 @@ class PayroutePolicy(Policy):
 
 # The bench's router settings, tuned on 3 seeds (docs/benchmarks.md): a model trained on 60 days earns a
 # stronger prior (60 pseudo-observations instead of 20) and needs less exploration beyond the floor;
-# the PSP-wide residual carries drift across segments.
-BENCH_ROUTER_SETTINGS: dict[str, Any] = {"exploration_cap": 0.002, "prior_strength": 60.0, "shared_max_evidence": 1000.0}
+# the PSP-wide residual carries drift across segments. The half-life is set for the bench's traffic
+# (about 3.5 transactions a minute over ~100 segments): the serving default of 30 minutes would keep
+# almost no evidence per cell; 6 hours is the no-model Thompson baseline's own half-life, and
+# ``max_evidence`` still forgets by count where traffic is heavy.
+BENCH_ROUTER_SETTINGS: dict[str, Any] = {
+    "exploration_cap": 0.002, "prior_strength": 60.0, "shared_max_evidence": 1000.0, "half_life_s": 6 * 3600.0,
+}
 
 
 def approval_first_config(**overrides: Any):
