@@ -24,14 +24,18 @@ APPROVAL_FIRST_TIE_BREAK = 1e-6
 
 @dataclass(frozen=True)
 class CostTerms:
-    """EUR cost components of one transaction at m PSPs; every array has shape (m,)."""
+    """EUR cost components of one transaction at m PSPs; every array has shape (m,).
+
+    For a batch of n transactions the arrays have shape (n, m) and ``value_if_approved`` and
+    ``amount_eur`` shape (n, 1): :func:`expected_cost` and :func:`score` broadcast, element by element.
+    """
 
     fee_if_approved: np.ndarray
     fx_if_approved: np.ndarray
     fee_if_declined: np.ndarray
     chargeback_if_approved: np.ndarray
-    value_if_approved: float
-    amount_eur: float
+    value_if_approved: float | np.ndarray
+    amount_eur: float | np.ndarray
 
     @property
     def cost_if_approved(self) -> np.ndarray:
@@ -56,7 +60,7 @@ def score(objective: str, approval: np.ndarray, terms: CostTerms, *, min_probabi
     if objective == "expected_value":
         return approval * terms.value_if_approved - cost
     if objective == "approval_first":
-        return approval - APPROVAL_FIRST_TIE_BREAK * cost / max(terms.amount_eur, 1e-9)
+        return approval - APPROVAL_FIRST_TIE_BREAK * cost / np.maximum(terms.amount_eur, 1e-9)
     if objective == "least_cost":
         return -cost / np.maximum(approval, min_probability)
     raise ValueError(f"unknown objective {objective!r}")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from payroute.catalog import ELIGIBILITY_RULES, Catalog, EligibilityReport
+from payroute.catalog import ELIGIBILITY_RULES, Catalog
 from payroute.contracts import AttemptOutcome, AttemptStatus, DeclineClass, Transaction
 from payroute.serving.routing.bandit import (
     PROBABILITY_EPSILON,
@@ -111,13 +111,14 @@ class Router:
         """
         objectives = [self._objective(transaction, objective) for transaction in transactions]
         with self._lock:
-            eligibility: dict[tuple[Any, ...], EligibilityReport] = {}
+            routes: dict[tuple[Any, ...], _Route] = {}
+            ids = _uuid4_many(self._id_rng, len(transactions))  # the bytes rank() would draw one by one
             plans = [
-                self._plan(transaction, 1, (), (), chosen, _epoch(now, transaction), eligibility)
-                for transaction, chosen in zip(transactions, objectives)
+                self._plan(transaction, 1, (), (), chosen, _epoch(now, transaction), routes, decision_id)
+                for transaction, chosen, decision_id in zip(transactions, objectives, ids)
             ]
             predictions = self._predict_many([plan for plan in plans if plan.halt is None])
-            return [self._finish(plan, *predictions.get(id(plan), (None, None))) for plan in plans]
+            return self._finish_many(plans, predictions)
 
     def _objective(self, transaction: Transaction, objective: str | None) -> str:
         objective = objective or self.config.objective_by_type.get(transaction.type.value, "expected_value")
@@ -127,17 +128,35 @@ class Router:
 
     def _plan(
         self, transaction: Transaction, attempt: int, previous: tuple[AttemptOutcome, ...], exclude: tuple[str, ...],
-        objective: str, now: float, eligibility: dict[tuple[Any, ...], EligibilityReport] | None = None,
+        objective: str, now: float, routes: dict[tuple[Any, ...], "_Route"] | None = None,
+        decision_id: str | None = None,
     ) -> "_Plan":
-        """Everything about a decision that needs neither the model nor a random draw (ids aside)."""
-        decision_id = _uuid4(self._id_rng)
+        """Everything about a decision that needs neither the model nor a random draw (ids aside).
+
+        ``routes`` caches eligibility and exclusions per distinct eligibility key within a batch of
+        first attempts (nothing tried, nothing excluded by the caller); ``decision_id`` is drawn when None."""
+        if decision_id is None:
+            decision_id = _uuid4(self._id_rng)
         segment = segment_of(transaction)
         fields = tuple(_plain(getattr(transaction, name)) for name in ELIGIBILITY_FIELDS)
-        report = eligibility.get(fields) if eligibility is not None else None
-        if report is None:
-            report = self.catalog.eligibility(dict(zip(ELIGIBILITY_FIELDS, fields)))
-            if eligibility is not None:
-                eligibility[fields] = report
+        route = routes.get(fields) if routes is not None and not previous and not exclude else None
+        if route is None:
+            route = self._route(dict(zip(ELIGIBILITY_FIELDS, fields)), previous, exclude)
+            if routes is not None and not previous and not exclude:
+                routes[fields] = route
+        eligible, index = route.eligible, route.index
+        common = dict(
+            decision_id=decision_id, transaction_id=transaction.id, attempt=attempt, objective=objective,
+            segment=segment, excluded=route.excluded, model_version=getattr(self.predictor, "version", None),
+        )
+        halt = stop_reason(previous) or (None if eligible else "no_eligible_psp")
+        previous_class = previous[-1].decline_class if previous else None
+        terms = self._cost_terms(transaction, eligible, index) if halt is None else None
+        return _Plan(transaction, attempt, previous, objective, now, common, eligible, index, halt, terms, previous_class)
+
+    def _route(self, fields: dict[str, Any], previous: tuple[AttemptOutcome, ...], exclude: tuple[str, ...]) -> "_Route":
+        """Eligible PSPs (catalogue rules, minus those tried or excluded by the caller) and the exclusions."""
+        report = self.catalog.eligibility(fields)
         excluded = [Exclusion(psp, reason) for psp, reason in report.excluded.items()]
         tried = {outcome.psp for outcome in previous}
         eligible: list[str] = []
@@ -148,15 +167,8 @@ class Router:
                 excluded.append(Exclusion(psp, "excluded_by_caller"))
             else:
                 eligible.append(psp)
-        common = dict(
-            decision_id=decision_id, transaction_id=transaction.id, attempt=attempt, objective=objective,
-            segment=segment, excluded=tuple(excluded), model_version=getattr(self.predictor, "version", None),
-        )
-        halt = stop_reason(previous) or (None if eligible else "no_eligible_psp")
         index = np.fromiter((self._index[p] for p in eligible), dtype=np.intp, count=len(eligible))
-        previous_class = previous[-1].decline_class if previous else None
-        terms = self._cost_terms(transaction, eligible, index) if halt is None else None
-        return _Plan(transaction, attempt, previous, objective, now, common, eligible, index, halt, terms, previous_class)
+        return _Route(eligible, index, tuple(excluded))
 
     def _finish(self, plan: "_Plan", model_probability: np.ndarray | None, failure: str | None) -> Decision:
         """The decision from a plan and the model's probabilities (None: degraded, or halted)."""
@@ -217,6 +229,70 @@ class Router:
                 Reason("expected_approval_given_up", float(policy.expected_approval_given_up)),
                 Reason("exploration_cap", c.exploration_cap),
                 *((Reason("previous_decline_class", previous_class.value),) if previous_class else ()),
+            ),
+            **common,
+        )
+
+    def _finish_many(
+        self, plans: list["_Plan"], predictions: dict[int, tuple[np.ndarray | None, str | None]]
+    ) -> list[Decision]:
+        """``[self._finish(plan, *prediction) for plan in plans]``, with the per-PSP arithmetic done once.
+
+        Every first-attempt plan with model probabilities becomes a row of (n, width) matrices: prior,
+        posterior, scores, costs and the reasons' numbers are computed element by element on them (the
+        same operations as :meth:`_finish` on each decision's vector, so the same bits). What draws
+        random numbers (the first-place policy, the first PSP) stays per decision, in plan order, from
+        the same stream; halted and degraded plans go through :meth:`_finish` at their place.
+        """
+        rows = [
+            plan for plan in plans
+            if plan.halt is None and not plan.previous and predictions.get(id(plan), (None,))[0] is not None
+        ]
+        batch = _BatchArithmetic.build(self, rows, [predictions[id(plan)][0] for plan in rows]) if rows else None
+        row_of = {id(plan): r for r, plan in enumerate(rows)}
+        decisions = []
+        for plan in plans:
+            r = row_of.get(id(plan))
+            if r is None:
+                decisions.append(self._finish(plan, *predictions.get(id(plan), (None, None))))
+            else:
+                decisions.append(self._finish_row(plan, batch, r))
+        return decisions
+
+    def _finish_row(self, plan: "_Plan", batch: "_BatchArithmetic", r: int) -> Decision:
+        """Row ``r`` of a batch: the random part of :meth:`_finish` (policy, first draw) and the decision."""
+        c, m, eligible, terms, objective = self.config, len(plan.eligible), plan.eligible, plan.terms, plan.objective
+        mean, strength, demoted = batch.mean[r, :m], batch.strength[r, :m], batch.demoted[r, :m]
+        score_of = self._scorer(objective, terms)
+        policy = first_place_policy(
+            mean, strength, ~demoted, score_of, self._rng, samples=c.propensity_samples,
+            exploration_cap=c.exploration_cap, min_propensity=c.min_propensity, probe_rate=c.probe_rate,
+            normal_strength=c.normal_approximation_strength,
+        )
+        first = draw_first(policy.probabilities, self._rng)
+        mean_scores = batch.scores[r, :m]
+        order = cascade_order(first, mean_scores, batch.scores_after_decline[r, :m], self._overlap[np.ix_(plan.index, plan.index)], demoted)
+        reasons = batch.reasons(r, m, objective, demoted)
+        costs, p_approve, scores = batch.costs[r][:m], batch.p_approve[r][:m], batch.score_list[r][:m]
+        p_first = policy.probabilities.tolist()
+        explored = (Reason("exploration", "probe" if demoted[first] else "thompson"),) if first != policy.greedy else ()
+        ranking = tuple(
+            RankedPsp(
+                psp=eligible[j], p_approve=p_approve[j], expected_cost=costs[j], score=scores[j], p_first=p_first[j],
+                reasons=reasons[j] + explored if position == 0 else reasons[j],
+            )
+            for position, j in enumerate(order)
+        )
+        common = plan.common
+        baselines = self._remember(common["decision_id"], common["segment"], eligible, batch.prior[r, :m])
+        return Decision(
+            ranking=ranking, propensity=float(policy.probabilities[first]), degraded=False, baselines=baselines,
+            reasons=(
+                Reason("greedy_psp", eligible[policy.greedy]),
+                Reason("explored", bool(first != policy.greedy)),
+                Reason("exploration_weight", float(policy.exploration_weight)),
+                Reason("expected_approval_given_up", float(policy.expected_approval_given_up)),
+                Reason("exploration_cap", c.exploration_cap),
             ),
             **common,
         )
@@ -397,6 +473,15 @@ class Router:
 
 
 @dataclass(frozen=True)
+class _Route:
+    """Where a transaction may go: eligible PSPs (catalogue order), their catalogue positions, exclusions."""
+
+    eligible: list[str]
+    index: np.ndarray
+    excluded: tuple[Exclusion, ...]
+
+
+@dataclass(frozen=True)
 class _Plan:
     """A decision before the model is asked: eligibility, exclusions, cost terms, the ids (or why it halts)."""
 
@@ -411,6 +496,96 @@ class _Plan:
     halt: str | None
     terms: CostTerms | None
     previous_class: DeclineClass | None
+
+
+class _BatchArithmetic:
+    """The deterministic per-PSP numbers of many first-attempt decisions, as (n, width) matrices.
+
+    Row r holds plan r's eligible PSPs in its own order in the first m_r columns (the rest is padding
+    that no row reads back). Only element-wise operations touch the matrices, so each row equals the
+    vector :meth:`Router._finish` computes for that decision alone.
+    """
+
+    def __init__(self, **arrays: Any) -> None:
+        self.__dict__.update(arrays)
+
+    @classmethod
+    def build(cls, router: Router, plans: list["_Plan"], probabilities: list[np.ndarray]) -> "_BatchArithmetic":
+        c, n = router.config, len(plans)
+        width = max(len(plan.eligible) for plan in plans)
+        model = np.full((n, width), np.nan)
+        index = np.zeros((n, width), dtype=np.intp)
+        valid = np.zeros((n, width), dtype=bool)
+        fee, fx, declined, chargeback = (np.zeros((n, width)) for _ in range(4))
+        value, amount = np.zeros((n, 1)), np.ones((n, 1))
+        evidence_all, residual_all = np.zeros((n, len(router._index))), np.zeros((n, len(router._index)))
+        shifts = []
+        cold_mean = np.full((n, 1), NEUTRAL_PRIOR)
+        for r, (plan, probability) in enumerate(zip(plans, probabilities)):
+            m, terms = len(plan.eligible), plan.terms
+            model[r, :m], index[r, :m], valid[r, :m] = probability, plan.index, True
+            fee[r, :m], fx[r, :m] = terms.fee_if_approved, terms.fx_if_approved
+            declined[r, :m], chargeback[r, :m] = terms.fee_if_declined, terms.chargeback_if_approved
+            value[r, 0], amount[r, 0] = terms.value_if_approved, terms.amount_eur
+            known = ~np.isnan(probability)
+            if not known.all():  # only then does the cold mean enter the prior (same expression as _finish)
+                cold_mean[r, 0] = float(probability[known].mean()) if known.any() else NEUTRAL_PRIOR
+            evidence_all[r], residual_all[r] = router.posterior.evidence(plan.common["segment"], plan.now)
+            shifts.append(router.posterior.shared_shift(c.prior_strength, plan.now))
+        rows = np.arange(n)[:, None]
+        known = ~np.isnan(model)
+        clipped = np.minimum(np.maximum(model, PROBABILITY_EPSILON), 1 - PROBABILITY_EPSILON)
+        prior = np.where(known, clipped, cold_mean)
+        prior_strength = np.where(known, c.prior_strength, c.cold_prior_strength)
+        evidence, residual = evidence_all[rows, index], residual_all[rows, index]
+        shift = None if shifts[0] is None else np.stack(shifts)[rows, index]
+        mean, strength = posterior(prior, prior_strength, evidence, residual, shift)
+        demoted = router.health.demoted_mask(list(router.catalog.psp_names))[index] & valid
+        terms = CostTerms(fee, fx, declined, chargeback, value, amount)
+        scores, after = np.zeros((n, width)), np.zeros((n, width))
+        minimum = c.least_cost_min_probability
+        for objective in {plan.objective for plan in plans}:
+            chosen = np.array([plan.objective == objective for plan in plans])
+            if chosen.all():
+                scores = score(objective, mean, terms, min_probability=minimum)
+                after = score(objective, mean * c.same_region_retry_factor, terms, min_probability=minimum)
+                break
+            subset = CostTerms(fee[chosen], fx[chosen], declined[chosen], chargeback[chosen], value[chosen], amount[chosen])
+            scores[chosen] = score(objective, mean[chosen], subset, min_probability=minimum)
+            after[chosen] = score(objective, mean[chosen] * c.same_region_retry_factor, subset, min_probability=minimum)
+        model_reason = np.where(known, model, np.nan)
+        adjustment = np.round(np.where(known, mean - prior, np.nan), 6)
+        return cls(
+            mean=mean, strength=strength, prior=prior, demoted=demoted, scores=scores, scores_after_decline=after,
+            costs=np.round(expected_cost(mean, terms), 6).tolist(), p_approve=mean.tolist(), score_list=scores.tolist(),
+            reason_columns=[
+                model_reason.tolist(), adjustment.tolist(), np.round(evidence, 3).tolist(),
+                *(np.round(a, 4).tolist() for a in (fee, fx, declined, chargeback)),
+            ],
+            value_reason=[round(float(v), 4) for v in value[:, 0]],
+        )
+
+    def reasons(self, r: int, m: int, objective: str, demoted: np.ndarray) -> list[tuple[Reason, ...]]:
+        """Row r's reasons per PSP, as :meth:`Router._reasons` gives them for the decision alone."""
+        columns = zip(*(column[r][:m] for column in self.reason_columns), demoted.tolist())
+        value = (Reason("value_eur", self.value_reason[r]),) if objective == "expected_value" else ()
+        return [
+            (
+                Reason("model_probability", None if adjustment != adjustment else probability),
+                _PRIOR_COLD if adjustment != adjustment else _PRIOR_MODEL,
+                Reason("posterior_adjustment", None if adjustment != adjustment else adjustment),
+                Reason("evidence", count),
+                _HEALTH_DEMOTED if is_demoted else _HEALTH_OK,
+                Reason("fee_eur", fee), Reason("fx_eur", fx), Reason("decline_fee_eur", declined),
+                Reason("chargeback_eur", chargeback),
+                *value,
+            )
+            for probability, adjustment, count, fee, fx, declined, chargeback, is_demoted in columns
+        ]
+
+
+_PRIOR_COLD, _PRIOR_MODEL = Reason("prior", "cold"), Reason("prior", "model")
+_HEALTH_DEMOTED, _HEALTH_OK = Reason("health", DEMOTED), Reason("health", "healthy")
 
 
 def _checked(raw: Any, count: int) -> tuple[np.ndarray | None, str | None]:
@@ -438,6 +613,19 @@ def _uuid4(rng: np.random.Generator) -> str:
     raw[8] = (raw[8] & 0x3F) | 0x80
     text = raw.hex()
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def _uuid4_many(rng: np.random.Generator, count: int) -> list[str]:
+    """``count`` ids equal to ``count`` calls of :func:`_uuid4` (one draw of 16·count bytes: the same bytes)."""
+    if count == 0:
+        return []
+    raw = np.frombuffer(rng.bytes(16 * count), dtype=np.uint8).reshape(count, 16).copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
+    text = raw.tobytes().hex()
+    return [
+        f"{t[:8]}-{t[8:12]}-{t[12:16]}-{t[16:20]}-{t[20:]}" for t in (text[32 * i:32 * (i + 1)] for i in range(count))
+    ]
 
 
 def _epoch(now: dt.datetime | float | None, transaction: Transaction) -> float:
