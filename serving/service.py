@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import time
 from typing import Any
 
 import anyio
 import bentoml
+import orjson
 from _bentoml_sdk.io_models import IOMixin
 from pydantic import BaseModel, create_model
 from starlette.applications import Starlette
@@ -85,8 +85,10 @@ def _reasons(reasons: Any) -> list[dict[str, Any]]:
 
 def json_response(body: dict[str, Any]) -> Response:
     """Plain JSON: building and re-validating the response models costs more than the encoding
-    (``test_plain_decision_body_is_the_response_contract`` ties :func:`decision_body` to :class:`RankResponse`)."""
-    return Response(json.dumps(body), media_type="application/json")
+    (``test_plain_decision_body_is_the_response_contract`` ties :func:`decision_body` to :class:`RankResponse`).
+    orjson encodes a 256-decision batch ~6x faster than the standard library; NaN/inf never occur
+    (the router answers None for an unknown model probability) and would be encoded as null."""
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 def batch_response(decisions: list[Any]) -> Response:
@@ -289,11 +291,21 @@ class PayrouteService:
                 logger.exception("background job %s failed", getattr(job, "__name__", job))
 
 
+# Young-generation threshold of the cycle collector. A /rank_batch of 256 decisions allocates ~30k
+# containers (rankings, reasons, dicts), nearly all freed by reference counting; at CPython's default
+# (700) each batch ran ~40 young collections and a few older ones, which walked the decision memory:
+# 2.3x the router's time per decision in-process (230 -> 100 us, docs/serving.md). Cycles still get
+# collected, every 50k net allocations.
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
 def freeze_heap() -> None:
     """Move everything alive after start-up or a reload (model, catalogue, replayed state) out of the
-    collector's reach, so a full collection walks only what requests allocate (fewer, shorter pauses)."""
+    collector's reach, so a full collection walks only what requests allocate (fewer, shorter pauses),
+    and collect young objects in large generations (:data:`GC_THRESHOLDS`)."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def _status(request: Request) -> JSONResponse:
