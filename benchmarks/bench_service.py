@@ -207,6 +207,8 @@ def run_open(client: str, url: str, body: dict, rate: float, seconds: float) -> 
     parsed = httpx.URL(url)
     result = asyncio.run(http_load.open_loop(parsed.host, parsed.port, http_load.encode_post(parsed.path, body),
                                              rate, seconds))
+    print(f"  (client schedule lag p50 {ms(result.schedule_lag, 50):.2f} ms, p99 {ms(result.schedule_lag, 99):.2f} ms: "
+          "not counted in the latencies)")
     return result.latencies, result.failures
 
 

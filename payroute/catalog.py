@@ -191,6 +191,23 @@ class Catalog(_Config):
     def _float_rates(self) -> dict[str, float]:
         return {code: float(rate) for code, rate in self.fx_rates.items()}
 
+    @cached_property
+    def _amount_limits(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([check[3] for check in self._psp_checks]), np.array([check[4] for check in self._psp_checks])
+
+    def amount_band(self, currency: Any, amount: Any) -> bytes:
+        """Per PSP, where the amount sits against its limits: 0 within, 1 below, 2 above (EUR floats,
+        compared as :meth:`eligibility` compares them); empty for a currency without a rate.
+
+        Two transactions equal in every other eligibility field and in this band get the same
+        :meth:`eligibility` report, so a caller may cache reports by (other fields, band)."""
+        rate = self._float_rates.get(_as_key(currency))
+        if rate is None:
+            return b""
+        amount_eur = float(amount) / rate
+        low, high = self._amount_limits
+        return ((amount_eur < low) + 2 * (amount_eur > high)).astype(np.uint8).tobytes()
+
     def eligibility(self, transaction: Mapping[str, Any] | Any) -> "EligibilityReport":
         """Which PSPs may take this transaction, and for the others the first rule that excluded them.
 

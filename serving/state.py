@@ -23,7 +23,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -172,9 +172,10 @@ class ScoringCore:
         """Count and log the decisions (one transaction, written before the answer)."""
         now = time.time()
         records = []
+        firsts: Counter[str] = Counter()
         for transaction, decision in zip(transactions, decisions):
             first_psp = decision.ranking[0].psp if decision.ranking else None
-            self.metrics.decisions.labels(first_psp or "none").inc()
+            firsts[first_psp or "none"] += 1
             records.append(
                 DecisionRecord(
                     decision_id=decision.decision_id,
@@ -189,6 +190,8 @@ class ScoringCore:
                 )
             )
         self.decisions.record(records)
+        for psp, count in firsts.items():
+            self.metrics.decisions.labels(psp).inc(count)
 
     # ------------------------------------------------------------------ learning
 

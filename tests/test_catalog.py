@@ -92,6 +92,31 @@ def test_scalar_and_columnwise_eligibility_agree(rows):
         assert {p: reasons[i, j] for j, p in enumerate(CATALOG.psp_names) if not mask[i, j]} == report.excluded
 
 
+LIMITS_EUR = sorted({float(p.amount_limits.min_eur) for p in CATALOG.psps} | {float(p.amount_limits.max_eur) for p in CATALOG.psps})
+
+
+@settings(max_examples=80, deadline=None)
+@given(transactions, st.sampled_from(LIMITS_EUR), st.sampled_from(LIMITS_EUR),
+       st.floats(-1e-6, 1e-6, allow_nan=False), st.floats(-1e-6, 1e-6, allow_nan=False))
+def test_amounts_in_one_band_get_one_eligibility(row, a, b, nudge_a, nudge_b):
+    """The router caches eligibility by (other fields, amount band): amounts with the same band must get
+    the same report. Amounts are taken at the catalogue's limits (in EUR) and nudged across them."""
+    rate = float(CATALOG.fx_rates.get(row["currency"], 1))  # a currency without a rate: band empty, any amount
+    first, second = ({**row, "amount": Decimal(repr((limit + nudge) * rate))} for limit, nudge in ((a, nudge_a), (b, nudge_b)))
+    same_band = CATALOG.amount_band(row["currency"], first["amount"]) == CATALOG.amount_band(row["currency"], second["amount"])
+    if same_band:
+        assert CATALOG.eligibility(first) == CATALOG.eligibility(second)
+    assert len(CATALOG.amount_band(row["currency"], first["amount"])) == (len(CATALOG.psp_names) if row["currency"] in CATALOG.fx_rates else 0)
+
+
+def test_amount_band_marks_below_within_above():
+    euroacq = CATALOG.psp_names.index("euroacq")
+    limits = next(p.amount_limits for p in CATALOG.psps if p.name == "euroacq")
+    below, inside, above = float(limits.min_eur) / 2, float(limits.min_eur) * 2, float(limits.max_eur) * 2
+    assert [CATALOG.amount_band("EUR", v)[euroacq] for v in (below, inside, above)] == [1, 0, 2]
+    assert CATALOG.amount_band("XXX", 10) == b""
+
+
 @pytest.mark.parametrize(
     ("psp", "amount", "currency", "status", "fee", "fx_cost"),
     [

@@ -79,6 +79,16 @@ def test_ineligible_psps_are_excluded_with_their_reason(overrides, psp, reason):
     assert {e.psp: e.reason for e in decision.excluded}[psp] == reason
 
 
+def test_one_router_answers_every_amount_with_its_own_eligibility():
+    """Eligibility is cached per (fields, amount band): amounts on both sides of limits, one router."""
+    router = Router(CATALOG, TablePredictor(PREDICTED))
+    for amount in ("100", "3", "9000", "100", "4.99", "5", "2000", "2000.01", "8000", "8000.01", "3"):
+        decision = router.rank(transaction(amount=Decimal(amount)))
+        report = CATALOG.eligibility(transaction(amount=Decimal(amount)))
+        assert set(decision.psps) == set(report.eligible)
+        assert {e.psp: e.reason for e in decision.excluded} == report.excluded
+
+
 def test_amex_leaves_only_the_amex_acquirer():
     decision = Router(CATALOG, TablePredictor(PREDICTED)).rank(transaction(card_network="amex"))
     assert decision.psps == ("britpay",)

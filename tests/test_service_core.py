@@ -205,6 +205,25 @@ def test_fast_encoding_matches_the_bundles_own_prediction(bundle_dir):
     core.close()
 
 
+def test_native_scorer_is_booster_predict_bit_for_bit(bundle_dir):
+    """The direct C call gives exactly ``Booster.predict(matrix, num_threads=1)``, missing values and
+    out-of-range codes included, for one row and for a batch; a wrong width is refused."""
+    from payroute.serving.predictor import NativeScorer
+
+    booster = ModelSource(bundle_dir).load().approval_booster
+    scorer = NativeScorer(booster)
+    assert scorer._call is not None  # the fast path is the one under test
+    rng = np.random.default_rng(3)
+    for rows in (1, 4, 700):
+        matrix = rng.normal(0, 3, (rows, booster.num_feature()))
+        matrix[rng.random(matrix.shape) < 0.2] = np.nan
+        expected = booster.predict(matrix, num_threads=1)
+        assert np.array_equal(scorer(matrix), expected)
+        assert np.array_equal(scorer(np.asfortranarray(matrix)), expected)  # any memory layout
+    with pytest.raises(ValueError):
+        scorer(np.zeros((2, booster.num_feature() + 1)))
+
+
 def test_ranking_fails_open_when_the_model_breaks(bundle_dir):
     core = ScoringCore(CATALOG, Path(tempfile.mkdtemp()), ServiceMetrics())
     assert core.rank(TRANSACTION).degraded  # no model yet

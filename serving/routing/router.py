@@ -38,8 +38,12 @@ from payroute.serving.routing.predictors import ApprovalPredictor, ChargebackCos
 STATE_FORMAT = "payroute-router-state"
 STATE_VERSION = 1
 NEUTRAL_PRIOR = 0.5
-# The transaction fields the catalogue's eligibility rules read (derived from the rules, never listed twice).
-ELIGIBILITY_FIELDS: tuple[str, ...] = tuple(dict.fromkeys((*(r.field for r in ELIGIBILITY_RULES), "currency", "amount")))
+# The transaction fields the catalogue's eligibility rules read (derived from the rules, never listed twice),
+# the amount last.
+ELIGIBILITY_FIELDS: tuple[str, ...] = (
+    *dict.fromkeys(f for f in (*(r.field for r in ELIGIBILITY_RULES), "currency") if f != "amount"), "amount"
+)
+ROUTE_CACHE_SIZE = 4096  # distinct (eligibility fields, amount band) keys kept; the cache restarts when full
 
 
 class Router:
@@ -77,6 +81,8 @@ class Router:
         )
         self.health = HealthGuard(config)
         self._decisions: OrderedDict[str, tuple[str, dict[str, float]]] = OrderedDict()
+        self._routes: dict[tuple[Any, ...], _Route] = {}  # first-attempt eligibility per key (the catalogue is fixed)
+        self._overlaps: dict[bytes, np.ndarray] = {}  # acquiring-region overlap among an eligible set
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ select
@@ -111,10 +117,9 @@ class Router:
         """
         objectives = [self._objective(transaction, objective) for transaction in transactions]
         with self._lock:
-            routes: dict[tuple[Any, ...], _Route] = {}
             ids = _uuid4_many(self._id_rng, len(transactions))  # the bytes rank() would draw one by one
             plans = [
-                self._plan(transaction, 1, (), (), chosen, _epoch(now, transaction), routes, decision_id)
+                self._plan(transaction, 1, (), (), chosen, _epoch(now, transaction), decision_id)
                 for transaction, chosen, decision_id in zip(transactions, objectives, ids)
             ]
             predictions = self._predict_many([plan for plan in plans if plan.halt is None])
@@ -128,22 +133,24 @@ class Router:
 
     def _plan(
         self, transaction: Transaction, attempt: int, previous: tuple[AttemptOutcome, ...], exclude: tuple[str, ...],
-        objective: str, now: float, routes: dict[tuple[Any, ...], "_Route"] | None = None,
-        decision_id: str | None = None,
+        objective: str, now: float, decision_id: str | None = None,
     ) -> "_Plan":
-        """Everything about a decision that needs neither the model nor a random draw (ids aside).
-
-        ``routes`` caches eligibility and exclusions per distinct eligibility key within a batch of
-        first attempts (nothing tried, nothing excluded by the caller); ``decision_id`` is drawn when None."""
+        """Everything about a decision that needs neither the model nor a random draw (ids aside;
+        ``decision_id`` is drawn when None)."""
         if decision_id is None:
             decision_id = _uuid4(self._id_rng)
         segment = segment_of(transaction)
         fields = tuple(_plain(getattr(transaction, name)) for name in ELIGIBILITY_FIELDS)
-        route = routes.get(fields) if routes is not None and not previous and not exclude else None
-        if route is None:
+        if previous or exclude:
             route = self._route(dict(zip(ELIGIBILITY_FIELDS, fields)), previous, exclude)
-            if routes is not None and not previous and not exclude:
-                routes[fields] = route
+        else:  # first attempts: one route per eligibility key, the amount as its band against the limits
+            key = (fields[:-1], self.catalog.amount_band(transaction.currency, fields[-1]))
+            route = self._routes.get(key)
+            if route is None:
+                route = self._route(dict(zip(ELIGIBILITY_FIELDS, fields)), previous, exclude)
+                if len(self._routes) >= ROUTE_CACHE_SIZE:
+                    self._routes.clear()
+                self._routes[key] = route
         eligible, index = route.eligible, route.index
         common = dict(
             decision_id=decision_id, transaction_id=transaction.id, attempt=attempt, objective=objective,
@@ -203,9 +210,7 @@ class Router:
         )
         first = draw_first(policy.probabilities, self._rng)
         mean_scores = score_of(mean)
-        order = cascade_order(
-            first, mean_scores, score_of(mean * c.same_region_retry_factor), self._overlap[np.ix_(index, index)], demoted
-        )
+        order = cascade_order(first, mean_scores, score_of(mean * c.same_region_retry_factor), self._overlap_of(index), demoted)
         reasons = self._reasons(
             terms, model_probability, prior, mean, evidence[index], known, demoted, same_region, objective=objective
         )
@@ -271,7 +276,7 @@ class Router:
         )
         first = draw_first(policy.probabilities, self._rng)
         mean_scores = batch.scores[r, :m]
-        order = cascade_order(first, mean_scores, batch.scores_after_decline[r, :m], self._overlap[np.ix_(plan.index, plan.index)], demoted)
+        order = cascade_order(first, mean_scores, batch.scores_after_decline[r, :m], self._overlap_of(plan.index), demoted)
         reasons = batch.reasons(r, m, objective, demoted)
         costs, p_approve, scores = batch.costs[r][:m], batch.p_approve[r][:m], batch.score_list[r][:m]
         p_first = policy.probabilities.tolist()
@@ -296,6 +301,14 @@ class Router:
             ),
             **common,
         )
+
+    def _overlap_of(self, index: np.ndarray) -> np.ndarray:
+        """Which of these PSPs share an acquiring region (``overlap[i, j]``), cached per eligible set."""
+        key = index.tobytes()
+        overlap = self._overlaps.get(key)
+        if overlap is None:
+            overlap = self._overlaps[key] = self._overlap[np.ix_(index, index)]
+        return overlap
 
     def _predict(self, plan: "_Plan") -> tuple[np.ndarray | None, str | None]:
         """The model's P(approve) per eligible PSP, or (None, why) when the router must degrade."""
