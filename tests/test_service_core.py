@@ -367,6 +367,9 @@ def test_public_decision_ids_never_look_like_a_card_number():
     public = public_decision_id("b0123456789", router_id)
     assert not contains_pan(public) and router_decision_id(public) == router_id
     assert router_decision_id("b0123456789." + router_id) == router_id  # ids logged in the dashed form
+    numbered = [public_decision_id("b0123456789", router_id, n) for n in (0, 9, 10, 4095, 10**9)]
+    assert numbered == sorted(numbered)  # ascending within a process: the log's index grows at its end
+    assert all(not contains_pan(i) and router_decision_id(i) == router_id for i in numbered)
 
 
 def test_log_exports_to_the_history_contract_that_training_reads(bundle_dir, tmp_path):
