@@ -206,3 +206,31 @@ def test_snapshot_round_trip_continues_identically():
 def test_load_state_refuses_foreign_data():
     with pytest.raises(ValueError, match="not a payroute-router-state"):
         Router(CATALOG, None).load_state({"format": "something-else"})
+
+
+def test_cascade_order_is_the_greedy_max_by_health_then_score():
+    """The loop in ``cascade_order`` picks, at each position, what ``max(remaining, key=(healthy, score))``
+    picks (first maximum in position order), with ties, demoted PSPs and region overlaps."""
+    from payroute.serving.routing.cascade import cascade_order
+
+    def reference(first, score, after_decline, overlap, demoted):
+        plain, after, overlaps, down = score.tolist(), after_decline.tolist(), overlap.tolist(), demoted.tolist()
+        order, remaining, penalised = [first], [j for j in range(len(plain)) if j != first], list(overlaps[first])
+        while remaining:
+            best = max(remaining, key=lambda j: (not down[j], after[j] if penalised[j] else plain[j]))
+            order.append(best)
+            remaining.remove(best)
+            penalised = [a or b for a, b in zip(penalised, overlaps[best])]
+        return order
+
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        m = int(rng.integers(1, 9))
+        score = rng.choice([0.1, 0.2, 0.5], m) if rng.random() < 0.5 else rng.random(m)  # ties half the time
+        overlap = rng.random((m, m)) < 0.4
+        overlap = overlap | overlap.T
+        np.fill_diagonal(overlap, True)
+        demoted = rng.random(m) < 0.2
+        first = int(rng.integers(0, m))
+        args = (first, score, score * 0.9, overlap, demoted)
+        assert cascade_order(*args) == reference(*args)

@@ -63,7 +63,12 @@ def cascade_order(
     remaining = [j for j in range(len(plain)) if j != first]
     penalised = list(overlaps[first])
     while remaining:
-        best = max(remaining, key=lambda j: (not down[j], after[j] if penalised[j] else plain[j]))
+        # max over (healthy, score), the first maximum in position order (as max() with a key would pick)
+        best, best_healthy, best_score = -1, False, 0.0
+        for j in remaining:
+            healthy, value = not down[j], after[j] if penalised[j] else plain[j]
+            if best < 0 or healthy > best_healthy or (healthy == best_healthy and value > best_score):
+                best, best_healthy, best_score = j, healthy, value
         order.append(best)
         remaining.remove(best)
         penalised = [a or b for a, b in zip(penalised, overlaps[best])]

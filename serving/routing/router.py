@@ -382,30 +382,15 @@ class Router:
     ) -> list[tuple[Reason, ...]]:
         """Per PSP: model probability, posterior adjustment (posterior mean − prior mean, after any cascade
         factor), evidence, health, cost components."""
-        model = np.where(known, model_probability, np.nan)
         costs = np.round(
             np.stack([terms.fee_if_approved, terms.fx_if_approved, terms.fee_if_declined, terms.chargeback_if_approved]), 4
         ).tolist()
-        columns = zip(
-            model.tolist(), np.round(np.where(known, mean - prior, np.nan), 6).tolist(), np.round(evidence, 3).tolist(),
-            *costs, demoted.tolist(), same_region.tolist(),
+        value = _new(Reason, ("value_eur", round(terms.value_if_approved, 4))) if objective == "expected_value" else None
+        return _reason_rows(
+            model_probability.tolist(), np.round(np.where(known, mean - prior, np.nan), 6).tolist(),
+            np.round(evidence, 3).tolist(), costs, demoted.tolist(), same_region.tolist(), value,
+            (Reason("same_region_as_declined", self.config.same_region_retry_factor),),
         )
-        value = (Reason("value_eur", round(terms.value_if_approved, 4)),) if objective == "expected_value" else ()
-        region = (Reason("same_region_as_declined", self.config.same_region_retry_factor),)
-        return [
-            (
-                Reason("model_probability", None if adjustment != adjustment else probability),
-                Reason("prior", "cold" if adjustment != adjustment else "model"),
-                Reason("posterior_adjustment", None if adjustment != adjustment else adjustment),
-                Reason("evidence", count),
-                Reason("health", DEMOTED if is_demoted else "healthy"),
-                Reason("fee_eur", fee), Reason("fx_eur", fx), Reason("decline_fee_eur", declined),
-                Reason("chargeback_eur", chargeback),
-                *value,
-                *(region if shares else ()),
-            )
-            for probability, adjustment, count, fee, fx, declined, chargeback, is_demoted, shares in columns
-        ]
 
     def _remember(self, decision_id: str, segment: str, eligible: list[str], prior: np.ndarray) -> dict[str, float]:
         """Keep the decision's baselines (prior mean per eligible PSP) for its outcomes; returns them."""
@@ -566,13 +551,12 @@ class _BatchArithmetic:
             subset = CostTerms(fee[chosen], fx[chosen], declined[chosen], chargeback[chosen], value[chosen], amount[chosen])
             scores[chosen] = score(objective, mean[chosen], subset, min_probability=minimum)
             after[chosen] = score(objective, mean[chosen] * c.same_region_retry_factor, subset, min_probability=minimum)
-        model_reason = np.where(known, model, np.nan)
         adjustment = np.round(np.where(known, mean - prior, np.nan), 6)
         return cls(
             mean=mean, strength=strength, prior=prior, demoted=demoted, scores=scores, scores_after_decline=after,
             costs=np.round(expected_cost(mean, terms), 6).tolist(), p_approve=mean.tolist(), score_list=scores.tolist(),
             reason_columns=[
-                model_reason.tolist(), adjustment.tolist(), np.round(evidence, 3).tolist(),
+                model.tolist(), adjustment.tolist(), np.round(evidence, 3).tolist(),
                 *(np.round(a, 4).tolist() for a in (fee, fx, declined, chargeback)),
             ],
             value_reason=[round(float(v), 4) for v in value[:, 0]],
@@ -580,23 +564,40 @@ class _BatchArithmetic:
 
     def reasons(self, r: int, m: int, objective: str, demoted: np.ndarray) -> list[tuple[Reason, ...]]:
         """Row r's reasons per PSP, as :meth:`Router._reasons` gives them for the decision alone."""
-        columns = zip(*(column[r][:m] for column in self.reason_columns), demoted.tolist())
-        value = (Reason("value_eur", self.value_reason[r]),) if objective == "expected_value" else ()
-        return [
-            (
-                Reason("model_probability", None if adjustment != adjustment else probability),
-                _PRIOR_COLD if adjustment != adjustment else _PRIOR_MODEL,
-                Reason("posterior_adjustment", None if adjustment != adjustment else adjustment),
-                Reason("evidence", count),
-                _HEALTH_DEMOTED if is_demoted else _HEALTH_OK,
-                Reason("fee_eur", fee), Reason("fx_eur", fx), Reason("decline_fee_eur", declined),
-                Reason("chargeback_eur", chargeback),
-                *value,
-            )
-            for probability, adjustment, count, fee, fx, declined, chargeback, is_demoted in columns
-        ]
+        model, adjustment, evidence, *costs = (column[r][:m] for column in self.reason_columns)
+        value = _new(Reason, ("value_eur", self.value_reason[r])) if objective == "expected_value" else None
+        return _reason_rows(model, adjustment, evidence, costs, demoted.tolist(), [False] * m, value, ())
 
 
+def _reason_rows(
+    model: list, adjustment: list, evidence: list, costs: list[list], demoted: list, same_region: list,
+    value: Reason | None, region: tuple[Reason, ...],
+) -> list[tuple[Reason, ...]]:
+    """Each PSP's reasons in their public order, from plain per-PSP lists (``costs``: fee, FX, decline fee,
+    chargeback). A NaN adjustment marks a PSP the model does not know: its model probability and
+    adjustment are None and its prior is cold. One definition for a decision alone and for a batch row;
+    reasons are built with ``tuple.__new__`` (a NamedTuple's own constructor is a Python call, 2x slower)."""
+    extra = () if value is None else (value,)
+    rows = []
+    for probability, change, count, fee, fx, declined, chargeback, is_demoted, shares in zip(
+        model, adjustment, evidence, *costs, demoted, same_region
+    ):
+        cold = change != change
+        rows.append((
+            _new(Reason, ("model_probability", None if cold else probability)),
+            _PRIOR_COLD if cold else _PRIOR_MODEL,
+            _new(Reason, ("posterior_adjustment", None if cold else change)),
+            _new(Reason, ("evidence", count)),
+            _HEALTH_DEMOTED if is_demoted else _HEALTH_OK,
+            _new(Reason, ("fee_eur", fee)), _new(Reason, ("fx_eur", fx)), _new(Reason, ("decline_fee_eur", declined)),
+            _new(Reason, ("chargeback_eur", chargeback)),
+            *extra,
+            *(region if shares else ()),
+        ))
+    return rows
+
+
+_new = tuple.__new__
 _PRIOR_COLD, _PRIOR_MODEL = Reason("prior", "cold"), Reason("prior", "model")
 _HEALTH_DEMOTED, _HEALTH_OK = Reason("health", DEMOTED), Reason("health", "healthy")
 
