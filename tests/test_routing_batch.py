@@ -137,3 +137,22 @@ def test_rank_many_of_nothing_is_nothing():
 def test_rank_many_refuses_an_unknown_objective():
     with pytest.raises(ValueError, match="unknown objective"):
         warmed(TablePredictor(PREDICTED)).rank_many(BATCH[:2], objective="cheapest")
+
+
+def test_decision_ids_are_the_bytes_of_the_id_stream():
+    """Ids come from raw 64-bit draws; they are the UUIDs the former ``Generator.bytes(16)`` gave (so seeded
+    runs and restored snapshots keep their ids), one at a time and in a batch."""
+    from payroute.serving.routing.router import _uuid4, _uuid4_many
+
+    def former(rng):
+        raw = bytearray(rng.bytes(16))
+        raw[6] = (raw[6] & 0x0F) | 0x40
+        raw[8] = (raw[8] & 0x3F) | 0x80
+        text = raw.hex()
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+    ours, theirs, batch = (np.random.default_rng(11) for _ in range(3))
+    expected = [former(theirs) for _ in range(500)]
+    assert [_uuid4(ours) for _ in range(500)] == expected
+    assert _uuid4_many(batch, 200) + _uuid4_many(batch, 300) == expected
+    assert ours.bit_generator.state["state"] == theirs.bit_generator.state["state"] == batch.bit_generator.state["state"]

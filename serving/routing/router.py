@@ -621,19 +621,24 @@ def _plain(value: Any) -> Any:
 
 
 def _uuid4(rng: np.random.Generator) -> str:
-    """A version-4 UUID string from the seeded id stream (deterministic under a seed)."""
-    raw = bytearray(rng.bytes(16))
+    """A version-4 UUID string from the seeded id stream (deterministic under a seed): 16 bytes from two
+    raw 64-bit draws, little-endian, which are the bytes ``rng.bytes(16)`` gives (tested), at 1/5 the cost."""
+    draw = rng.bit_generator.random_raw
+    raw = bytearray(int(draw()).to_bytes(8, "little") + int(draw()).to_bytes(8, "little"))
     raw[6] = (raw[6] & 0x0F) | 0x40
     raw[8] = (raw[8] & 0x3F) | 0x80
-    text = raw.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    t = raw.hex()
+    return f"{t[:8]}-{t[8:12]}-{t[12:16]}-{t[16:20]}-{t[20:]}"
 
 
 def _uuid4_many(rng: np.random.Generator, count: int) -> list[str]:
-    """``count`` ids equal to ``count`` calls of :func:`_uuid4` (one draw of 16·count bytes: the same bytes)."""
+    """``count`` version-4 UUIDs, 16 bytes each from the id stream: the bytes ``rng.bytes(16)`` gives
+    (two raw 64-bit draws, little-endian; tested), taken without ``Generator.bytes``' 7 µs per call.
+    One draw of 2·count words equals count draws of two, so a batch gets the ids one by one would."""
     if count == 0:
         return []
-    raw = np.frombuffer(rng.bytes(16 * count), dtype=np.uint8).reshape(count, 16).copy()
+    raw = np.frombuffer(rng.bit_generator.random_raw(2 * count).astype("<u8").tobytes(), dtype=np.uint8)
+    raw = raw.reshape(count, 16).copy()
     raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40
     raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
     text = raw.tobytes().hex()
