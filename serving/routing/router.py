@@ -186,7 +186,7 @@ class Router:
             return Decision(ranking=(), propensity=None, degraded=False, stop=True, stop_reason=plan.halt, **common)
         if model_probability is None:
             return self._degraded(transaction, eligible, index, terms, objective, plan.now, failure, common)
-        decision_id, segment, previous_class = common["decision_id"], common["segment"], plan.previous_class
+        segment = common["segment"]
 
         known = ~np.isnan(model_probability)
         cold_mean = float(model_probability[known].mean()) if known.any() else NEUTRAL_PRIOR
@@ -202,29 +202,41 @@ class Router:
         mean, strength = posterior(prior, prior_strength, evidence[index], residual[index], shift)
         demoted = self.health.demoted_mask(eligible)
         score_of = self._scorer(objective, terms)
-        c = self.config
+        mean_scores = score_of(mean)
+        reasons = self._reasons(
+            terms, model_probability, prior, mean, evidence[index], known, demoted, same_region, objective=objective
+        )
+        return self._choose(
+            plan, mean, strength, demoted, mean_scores, score_of(mean * self.config.same_region_retry_factor), reasons,
+            np.round(expected_cost(mean, terms), 6).tolist(), mean.tolist(), mean_scores.tolist(), prior,
+        )
+
+    def _choose(
+        self, plan: "_Plan", mean: np.ndarray, strength: np.ndarray, demoted: np.ndarray, scores: np.ndarray,
+        scores_after_decline: np.ndarray, reasons: list[tuple[Reason, ...]], costs: list[float], p_approve: list[float],
+        score_list: list[float], prior: np.ndarray,
+    ) -> Decision:
+        """The random part of a decision and the decision: the first-place policy (Thompson draws), the
+        first PSP drawn from it, the cascade after it, the ranking with reasons, the remembered baselines."""
+        c, eligible, common = self.config, plan.eligible, plan.common
         policy = first_place_policy(
-            mean, strength, ~demoted, score_of, self._rng, samples=c.propensity_samples,
+            mean, strength, ~demoted, self._scorer(plan.objective, plan.terms), self._rng, samples=c.propensity_samples,
             exploration_cap=c.exploration_cap, min_propensity=c.min_propensity, probe_rate=c.probe_rate,
             normal_strength=c.normal_approximation_strength,
         )
         first = draw_first(policy.probabilities, self._rng)
-        mean_scores = score_of(mean)
-        order = cascade_order(first, mean_scores, score_of(mean * c.same_region_retry_factor), self._overlap_of(index), demoted)
-        reasons = self._reasons(
-            terms, model_probability, prior, mean, evidence[index], known, demoted, same_region, objective=objective
-        )
-        costs = np.round(expected_cost(mean, terms), 6).tolist()
-        p_approve, scores, p_first = mean.tolist(), mean_scores.tolist(), policy.probabilities.tolist()
+        order = cascade_order(first, scores, scores_after_decline, self._overlap_of(plan.index), demoted)
+        p_first = policy.probabilities.tolist()
         explored = (Reason("exploration", "probe" if demoted[first] else "thompson"),) if first != policy.greedy else ()
         ranking = tuple(
             RankedPsp(
-                psp=eligible[j], p_approve=p_approve[j], expected_cost=costs[j], score=scores[j], p_first=p_first[j],
+                psp=eligible[j], p_approve=p_approve[j], expected_cost=costs[j], score=score_list[j], p_first=p_first[j],
                 reasons=reasons[j] + explored if position == 0 else reasons[j],
             )
             for position, j in enumerate(order)
         )
-        baselines = self._remember(decision_id, segment, eligible, prior)
+        baselines = self._remember(common["decision_id"], common["segment"], eligible, prior)
+        previous_class = plan.previous_class
         return Decision(
             ranking=ranking, propensity=float(policy.probabilities[first]), degraded=False, baselines=baselines,
             reasons=(
@@ -265,41 +277,13 @@ class Router:
         return decisions
 
     def _finish_row(self, plan: "_Plan", batch: "_BatchArithmetic", r: int) -> Decision:
-        """Row ``r`` of a batch: the random part of :meth:`_finish` (policy, first draw) and the decision."""
-        c, m, eligible, terms, objective = self.config, len(plan.eligible), plan.eligible, plan.terms, plan.objective
-        mean, strength, demoted = batch.mean[r, :m], batch.strength[r, :m], batch.demoted[r, :m]
-        score_of = self._scorer(objective, terms)
-        policy = first_place_policy(
-            mean, strength, ~demoted, score_of, self._rng, samples=c.propensity_samples,
-            exploration_cap=c.exploration_cap, min_propensity=c.min_propensity, probe_rate=c.probe_rate,
-            normal_strength=c.normal_approximation_strength,
-        )
-        first = draw_first(policy.probabilities, self._rng)
-        mean_scores = batch.scores[r, :m]
-        order = cascade_order(first, mean_scores, batch.scores_after_decline[r, :m], self._overlap_of(plan.index), demoted)
-        reasons = batch.reasons(r, m, objective, demoted)
-        costs, p_approve, scores = batch.costs[r][:m], batch.p_approve[r][:m], batch.score_list[r][:m]
-        p_first = policy.probabilities.tolist()
-        explored = (Reason("exploration", "probe" if demoted[first] else "thompson"),) if first != policy.greedy else ()
-        ranking = tuple(
-            RankedPsp(
-                psp=eligible[j], p_approve=p_approve[j], expected_cost=costs[j], score=scores[j], p_first=p_first[j],
-                reasons=reasons[j] + explored if position == 0 else reasons[j],
-            )
-            for position, j in enumerate(order)
-        )
-        common = plan.common
-        baselines = self._remember(common["decision_id"], common["segment"], eligible, batch.prior[r, :m])
-        return Decision(
-            ranking=ranking, propensity=float(policy.probabilities[first]), degraded=False, baselines=baselines,
-            reasons=(
-                Reason("greedy_psp", eligible[policy.greedy]),
-                Reason("explored", bool(first != policy.greedy)),
-                Reason("exploration_weight", float(policy.exploration_weight)),
-                Reason("expected_approval_given_up", float(policy.expected_approval_given_up)),
-                Reason("exploration_cap", c.exploration_cap),
-            ),
-            **common,
+        """Row ``r`` of a batch: the decision :meth:`_finish` gives, from the batch's numbers."""
+        m = len(plan.eligible)
+        demoted = batch.demoted[r, :m]
+        return self._choose(
+            plan, batch.mean[r, :m], batch.strength[r, :m], demoted, batch.scores[r, :m],
+            batch.scores_after_decline[r, :m], batch.reasons(r, m, plan.objective, demoted), batch.costs[r][:m],
+            batch.p_approve[r][:m], batch.score_list[r][:m], batch.prior[r, :m],
         )
 
     def _overlap_of(self, index: np.ndarray) -> np.ndarray:
