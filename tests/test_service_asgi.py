@@ -321,3 +321,45 @@ def test_api_reuses_the_model_the_guard_validated():
     assert asyncio.run(spec.from_http_request(request({VALIDATED_SCOPE_KEY: validated}), JSONSerde())) is validated
     parsed = asyncio.run(spec.from_http_request(request({}), JSONSerde()))
     assert parsed is not validated and parsed.transaction == validated.transaction
+
+
+def test_concurrent_ranks_waiting_for_the_state_are_ranked_together(models, tmp_path):
+    """/rank requests that queue while the state is busy are ranked in one ``rank_many`` call, each gets
+    the decision for its own transaction, and the group size reaches the metrics."""
+    from payroute.serving.service import _status_app
+
+    countries = [("DE", "EUR"), ("GB", "GBP"), ("PL", "PLN"), ("FR", "EUR"), ("ES", "EUR"), ("IT", "EUR")]
+    bodies = [{**EXAMPLE_TRANSACTION, "id": f"co-{i}", "country": c, "issuer_country": c, "currency": cur}
+              for i, (c, cur) in enumerate(countries)]
+    with service(tmp_path, PAYROUTE_MODELS_DIR=str(models)) as client:
+        core = _status_app.state.service.core
+        calls, entered, plain = [], threading.Event(), core.rank_many
+
+        def slow_first_batch(transactions):  # the /rank_batch below holds the state while /ranks queue
+            calls.append([t.id for t in transactions])
+            if len(calls) == 1:
+                entered.set()
+                time.sleep(0.5)
+            return plain(transactions)
+
+        core.rank_many = slow_first_batch
+        answers: dict[str, dict] = {}
+        batch = threading.Thread(target=lambda: client.post("/rank_batch", json={"transactions": [EXAMPLE_TRANSACTION]}))
+        batch.start()
+        assert entered.wait(10)
+        workers = [threading.Thread(target=lambda b=b: answers.__setitem__(b["id"], rank(client, b).json())) for b in bodies]
+        for worker in workers:
+            worker.start()
+        for worker in [batch, *workers]:
+            worker.join(30)
+        core.rank_many = plain
+        assert len(calls) >= 2 and sum(len(c) for c in calls[1:]) == len(bodies)
+        assert max(len(c) for c in calls[1:]) > 1  # at least one group was ranked together
+        for body in bodies:
+            answer = answers[body["id"]]
+            expected = CATALOG.eligibility(Transaction.model_validate(body))
+            assert {r["psp"] for r in answer["ranking"]} == set(expected.eligible)
+            assert {e["psp"]: e["reason"] for e in answer["excluded"]} == expected.excluded
+        assert len({a["decision_id"] for a in answers.values()}) == len(bodies)
+        metrics = client.get("/metrics").text
+        assert "payroute_rank_group_size" in metrics
