@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS),
                         help="scenario to run (repeatable; default: all)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per scenario (default 5)")
+    parser.add_argument("--seed-offset", type=int, default=0,
+                        help="seeds are offset+1 .. offset+SEEDS (default 0: seeds 1..SEEDS); tune on one "
+                             "range, report on another")
     parser.add_argument("--txns", type=int, default=20_000, help="transactions per stream (default 20000)")
     parser.add_argument("--policies", default=None, help="comma-separated policies (default: all)")
     parser.add_argument("--no-model", action="store_true", help="skip the model policies (no training)")
@@ -39,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seeds < 1 or args.txns < 100:
         raise SystemExit("payroute bench: --seeds must be >= 1 and --txns >= 100")
+    if args.seed_offset < 0:
+        raise SystemExit("payroute bench: --seed-offset must be >= 0")
     policies = tuple(args.policies.split(",")) if args.policies else ALL_POLICIES
     unknown = set(policies) - set(ALL_POLICIES)
     if unknown:
@@ -51,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         from payroute.evaluation.model_policies import ModelPolicies
 
         factory = ModelPolicies(catalog)
-    settings = BenchSettings(n_transactions=args.txns, seeds=tuple(range(1, args.seeds + 1)), policies=policies)
+    settings = BenchSettings(n_transactions=args.txns, seeds=tuple(range(args.seed_offset + 1, args.seed_offset + args.seeds + 1)), policies=policies)
     scenarios = args.scenario or list(SCENARIOS)
     rows, summary, results = run_bench(scenarios, settings, catalog, factory,
                                        progress=None if args.quiet else lambda line: print(line, file=sys.stderr))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from payroute.cli import main
@@ -31,6 +32,14 @@ def test_bench_json_summary(capsys, tmp_path):
     assert {p.name for p in tmp_path.iterdir()} >= {"rows.csv", "summary.csv", "tables.md"}
 
 
+def test_bench_seed_offset_picks_other_seeds(capsys, tmp_path):
+    code = main(["bench", "--scenario", "stationary", "--seeds", "2", "--seed-offset", "10", "--txns", "300",
+                 "--policies", "static,oracle", "--quiet", "--out", str(tmp_path), "--tracking-uri", "none"])
+    capsys.readouterr()
+    assert code == 0
+    assert sorted(set(pd.read_csv(tmp_path / "rows.csv")["seed"])) == [11, 12]
+
+
 @pytest.mark.parametrize("policy", ["rules", "oracle"])
 def test_evaluate_on_simulated_history_reports_truth(capsys, logs, policy):
     assert main(["evaluate", "--policy", policy, "--logs", str(logs), "--json", "--bootstrap", "50"]) == 0
@@ -49,7 +58,8 @@ def test_evaluate_on_simulated_history_reports_truth(capsys, logs, policy):
     ("argv", "message"),
     [(["evaluate", "--policy", "rules"], "--logs DIR or --state-dir DIR is required"),
      (["evaluate", "--logs", "/nonexistent-payroute"], "file not found"),
-     (["bench", "--seeds", "0"], "--seeds must be >= 1")],
+     (["bench", "--seeds", "0"], "--seeds must be >= 1"),
+     (["bench", "--seed-offset", "-1"], "--seed-offset must be >= 0")],
 )
 def test_cli_refuses(argv, message):
     with pytest.raises(SystemExit, match=message):

@@ -264,3 +264,43 @@ def test_posterior_draws_have_the_beta_moments(normal_strength):
     np.testing.assert_allclose(draws.mean(axis=0), mean, atol=0.003)
     np.testing.assert_allclose(draws.std(axis=0), np.sqrt(mean * (1 - mean) / (strength + 1)), rtol=0.05)
     assert draws.min() > 0 and draws.max() < 1
+
+
+# ------------------------------------------------------------------ the bench's (lower) exploration settings
+
+def test_bench_settings_keep_honest_propensities_and_still_learn_a_new_psp():
+    """The bench's router (floor 0.2 %, cap 0.1 pp; evaluation.model_policies.BENCH_ROUTER_SETTINGS) explores
+    far less than the serving default; seed 11: every eligible PSP keeps p_first >= the floor (importance
+    weights <= 1 / floor), the logged propensity is the first PSP's p_first, and a cold PSP that truly
+    approves 95 % is still tried and wins the traffic, later than under the serving default (first tried
+    after 174 events here, 67 under the previous bench settings of floor 1 %, cap 0.2 pp)."""
+    from payroute.evaluation.model_policies import approval_first_config
+
+    config = approval_first_config()
+    assert 0 < config.min_propensity <= 0.01 and config.exploration_cap <= 0.002
+    true = {**TRUE, "riskshield": 0.95}
+    known = {k: v for k, v in TRUE.items() if k != "riskshield"}
+    decisions = run(Router(CATALOG, TablePredictor(known), config, seed=11), 0, 1000, np.random.default_rng(11), true=true)
+    for decision in decisions:
+        assert all(r.p_first >= config.min_propensity - 1e-12 for r in decision.ranking)
+        assert sum(r.p_first for r in decision.ranking) == pytest.approx(1.0, abs=1e-12)
+        assert decision.propensity == decision.ranking[0].p_first
+    first = [d.first for d in decisions]
+    assert first[:200].count("riskshield") >= 1
+    assert first[-300:].count("riskshield") / 300 > 0.6
+
+
+def test_bench_settings_win_a_recovered_psp_back():
+    """After a 100-event outage, the recovered best PSP regains most first places within 1 000 events
+    under the bench's low exploration too (probes restore its health; the floor and Thompson draws relearn
+    its residual)."""
+    from payroute.evaluation.model_policies import approval_first_config
+
+    rng = np.random.default_rng(7)
+    router = Router(CATALOG, TablePredictor(TRUE), approval_first_config(), seed=7)
+    run(router, 0, 300, rng)
+    run(router, 300, 100, rng, failing=frozenset({"euroacq"}))
+    assert router.health.is_demoted("euroacq")
+    back = run(router, 400, 1000, rng)
+    assert not router.health.is_demoted("euroacq")
+    assert np.mean([d.first == "euroacq" for d in back[-300:]]) > 0.6
