@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
+import types
+from collections.abc import Mapping
 from decimal import Decimal
 
 import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from payroute.contracts import (
@@ -22,7 +27,7 @@ from payroute.contracts import (
     Transaction,
     field_errors,
 )
-from payroute.pan import contains_pan, holds_pan, luhn_valid
+from payroute.pan import _leaf_texts, contains_pan, holds_pan, luhn_valid
 
 TEST_PAN = "4111111111111111"  # published scheme test numbers only (Visa 4111…1111, Mastercard 5555…4444,
 # Amex 3782…0005): never a real card
@@ -268,3 +273,46 @@ def test_uuid4_ids_are_never_refused():
 def test_one_scan_screen_equals_screening_each_field(leaves, expected):
     assert any(contains_pan(str(leaf)) for leaf in leaves if not isinstance(leaf, bool)) is expected
     assert holds_pan({"nested": {f"f{i}": leaf for i, leaf in enumerate(leaves)}, "list": leaves}) is expected
+
+
+def _reference_leaf_texts(value, out):
+    """The screen's leaves as first defined: ABC checks, any depth."""
+    if isinstance(value, Mapping):
+        for item in value.values():
+            _reference_leaf_texts(item, out)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _reference_leaf_texts(item, out)
+    elif isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        out.append(str(value))
+    return out
+
+
+class _Network(str, enum.Enum):
+    VISA = "4111111111111111"
+
+
+class _Code(enum.IntEnum):
+    BIG = 4111111111111111
+
+
+_leaves = st.one_of(
+    st.text(max_size=12), st.integers(), st.floats(allow_nan=False), st.booleans(), st.none(),
+    st.sampled_from([_Network.VISA, _Code.BIG, "4111111111111111", Decimal("4111111111111111")]),
+)
+_json_like = st.recursive(
+    _leaves,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.lists(children, max_size=3).map(tuple),
+        st.dictionaries(st.text(max_size=4), children, max_size=4),
+        st.dictionaries(st.text(max_size=4), children, max_size=3).map(types.MappingProxyType),
+    ),
+    max_leaves=20,
+)
+
+
+@given(_json_like)
+def test_leaf_walk_by_exact_type_equals_the_reference_walk(value):
+    assert _leaf_texts(value, []) == _reference_leaf_texts(value, [])
