@@ -12,11 +12,13 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from payroute.catalog import load_catalog
 from payroute.contracts import AttemptOutcome, Transaction
 from payroute.serving.routing import Router, RoutingConfig, TablePredictor
-from payroute.serving.routing.bandit import posterior_draws
+from payroute.serving.routing.bandit import draw_first, draw_first_many, first_place_policies, first_place_policy, posterior_draws
 from payroute.serving.routing.health import DEMOTED, HEALTHY, PspHealth, next_health
 
 CATALOG = load_catalog()
@@ -304,3 +306,52 @@ def test_bench_settings_win_a_recovered_psp_back():
     back = run(router, 400, 1000, rng)
     assert not router.health.is_demoted("euroacq")
     assert np.mean([d.first == "euroacq" for d in back[-300:]]) > 0.6
+
+
+# ------------------------------------------------------------------ the batch policy
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 12), width=st.integers(1, 10))
+def test_batch_policies_equal_one_decision_at_a_time(seed, n, width):
+    """``first_place_policies`` on n padded rows = ``first_place_policy`` then ``draw_first`` row after row on
+    the same stream, bit for bit: widths 1-10, demoted PSPs (subsets, probes, crowded probe mass), cold
+    posteriors (exact Beta draws), budgets exhausted by the floor, three objectives' scores."""
+    data = np.random.default_rng(seed)
+    m = data.integers(1, width + 1, size=n)
+    valid = np.arange(width) < m[:, None]
+    mean = np.where(valid, data.uniform(0.05, 0.95, (n, width)), 0.3)
+    strength = np.where(valid, data.choice([2.0, 15.0, 40.0, 400.0], (n, width), p=[0.1, 0.1, 0.4, 0.4]), 30.0)
+    healthy = data.random((n, width)) > data.choice([0.0, 0.3, 0.9], size=(n, 1))
+    cost = data.uniform(0, 3, (n, width))
+    value = data.uniform(10, 200, (n, 1))
+    kinds = data.integers(0, 3, size=n)
+    knobs = dict(samples=int(data.choice([1, 16, 64])), exploration_cap=float(data.choice([0.0, 0.001, 0.02, 0.5])),
+                 min_propensity=float(data.choice([0.0, 0.002, 0.01, 0.1])), probe_rate=float(data.choice([0.02, 0.2])),
+                 normal_strength=20.0)
+
+    def score_row(approval, r, columns):
+        c = cost[r, columns]
+        return (approval * value[r, 0] - c, approval - 1e-3 * c, -c / np.maximum(approval, 0.05))[kinds[r]]
+
+    def score_rows(approval, rows):
+        out = np.empty(approval.shape)
+        for i, r in enumerate(rows):
+            out[i] = score_row(approval[i], r, slice(None))
+        return out
+
+    policy_seed = int(data.integers(2**32))
+    batch = first_place_policies(mean, strength, healthy, valid, score_rows, np.random.default_rng(policy_seed), **knobs)
+    firsts = draw_first_many(batch.probabilities, batch.uniforms)
+    rng = np.random.default_rng(policy_seed)
+    for r in range(n):
+        k = m[r]
+        alone = first_place_policy(mean[r, :k], strength[r, :k], healthy[r, :k], lambda a: score_row(a, r, slice(0, k)), rng, **knobs)
+        first = draw_first(alone.probabilities, rng)
+        row = batch.row(r, k)
+        assert row.probabilities.tobytes() == alone.probabilities.tobytes()
+        assert row.thompson.tobytes() == alone.thompson.tobytes()
+        assert (row.greedy, row.exploration_weight) == (alone.greedy, alone.exploration_weight)
+        assert row.approval_given_up.tobytes() == alone.approval_given_up.tobytes()
+        assert row.expected_approval_given_up == alone.expected_approval_given_up
+        assert int(firsts[r]) == first
+        assert not batch.probabilities[r, k:].any()

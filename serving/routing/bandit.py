@@ -143,7 +143,7 @@ class FirstPlacePolicy:
 
     @property
     def expected_approval_given_up(self) -> float:
-        return float(self.probabilities @ self.approval_given_up)
+        return sum((self.probabilities * self.approval_given_up).tolist())
 
 
 def first_place_policy(
@@ -158,6 +158,7 @@ def first_place_policy(
     min_propensity: float,
     probe_rate: float,
     normal_strength: float = float("inf"),
+    mean_score: np.ndarray | None = None,
 ) -> FirstPlacePolicy:
     """Probability of each PSP being first.
 
@@ -165,19 +166,22 @@ def first_place_policy(
     PSPs and the probe rate for demoted ones, π_TS the first-place frequencies of K Thompson draws
     among healthy PSPs, and w the largest weight in [0, 1] keeping ``Σ π_k · max(0, μ_g − μ_k)``
     (expected approval given up versus greedy) within ``exploration_cap``. The floor and probes are
-    guarantees and are spent first; if they alone exceed the cap, w = 0.
+    guarantees and are spent first; if they alone exceed the cap, w = 0. ``mean_score``: ``score_of(mean)``
+    when the caller has it. Sums run left to right (:func:`first_place_policies` gives each batch row
+    the same bits).
     """
     m = len(mean)
     all_healthy = bool(healthy.all()) or not healthy.any()
-    mean_score = score_of(mean)
+    if mean_score is None:
+        mean_score = score_of(mean)
     greedy = int(np.argmax(mean_score if all_healthy else np.where(healthy, mean_score, -np.inf)))
     gaps = np.maximum(mean[greedy] - mean, 0.0)
     floor = min(min_propensity, 1.0 / m)
     base = np.full(m, floor) if all_healthy else np.where(healthy, floor, max(probe_rate, floor))
-    core_mass = 1.0 - base.sum()
+    core_mass = 1.0 - sum(base.tolist())
     if core_mass < 0:  # more demoted PSPs than probe mass allows: probe uniformly
         base, core_mass = np.full(m, 1.0 / m), 0.0
-    budget = exploration_cap - float(base @ gaps)
+    budget = exploration_cap - sum((base * gaps).tolist())
     thompson = np.zeros(m)
     weight = 0.0
     live = np.arange(m) if all_healthy else np.flatnonzero(healthy)
@@ -189,11 +193,141 @@ def first_place_policy(
             draws = posterior_draws(mean[live], strength[live], rng, samples=samples, normal_strength=normal_strength)
             winners = np.argmax(score_of_subset(score_of, draws, live, m), axis=1)
             thompson[live] = np.bincount(winners, minlength=len(live)) / samples
-        regret = core_mass * float(thompson @ gaps)
+        regret = core_mass * sum((thompson * gaps).tolist())
         weight = 1.0 if regret <= budget else budget / regret
     core = weight * thompson
     core[greedy] += 1.0 - weight
     return FirstPlacePolicy(base + core_mass * core, thompson, greedy, weight, gaps)
+
+
+@dataclass(frozen=True)
+class FirstPlacePolicies:
+    """:class:`FirstPlacePolicy` of many decisions at once, as (n, width) arrays (zero past a row's PSPs)."""
+
+    probabilities: np.ndarray
+    thompson: np.ndarray
+    greedy: np.ndarray  # (n,)
+    exploration_weight: np.ndarray  # (n,)
+    approval_given_up: np.ndarray
+    uniforms: np.ndarray  # (n,): each row's uniform for :func:`draw_first_many`, drawn right after its Thompson draws
+
+    def row(self, r: int, m: int) -> FirstPlacePolicy:
+        return FirstPlacePolicy(
+            self.probabilities[r, :m], self.thompson[r, :m], int(self.greedy[r]), float(self.exploration_weight[r]),
+            self.approval_given_up[r, :m],
+        )
+
+
+def first_place_policies(
+    mean: np.ndarray,
+    strength: np.ndarray,
+    healthy: np.ndarray,
+    valid: np.ndarray,
+    score_rows: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    rng: np.random.Generator,
+    *,
+    samples: int,
+    exploration_cap: float,
+    min_propensity: float,
+    probe_rate: float,
+    normal_strength: float = float("inf"),
+    mean_score: np.ndarray | None = None,
+) -> FirstPlacePolicies:
+    """:func:`first_place_policy` for n decisions, row r holding its PSPs in the columns where ``valid``.
+
+    Row r equals ``first_place_policy`` on row r alone followed by ``draw_first``'s uniform, called row
+    after row on the same ``rng`` (tested): the same element-wise arithmetic, the same left-to-right sums,
+    and the same stream — each row's K × d normals (or exact Beta draws), then its uniform, in row order;
+    only the arithmetic on the draws runs once for the batch.
+    ``score_rows(approval, rows)``: the objective of rows ``rows`` for ``approval`` of shape
+    (len(rows), width) or (len(rows), K, width).
+    """
+    n, width = mean.shape
+    rows = np.arange(n)
+    m = valid.sum(axis=1)
+    healthy = healthy & valid
+    all_healthy = (healthy == valid).all(axis=1) | ~healthy.any(axis=1)
+    considered = np.where(all_healthy[:, None], valid, healthy)  # greedy and Thompson among these
+    if mean_score is None:
+        mean_score = score_rows(mean, rows)
+    greedy = np.argmax(np.where(considered, mean_score, -np.inf), axis=1)
+    gaps = np.where(valid, np.maximum(mean[rows, greedy][:, None] - mean, 0.0), 0.0)
+    floor = np.minimum(min_propensity, 1.0 / m)
+    base = np.where(
+        valid, np.where(all_healthy[:, None] | healthy, floor[:, None], np.maximum(probe_rate, floor)[:, None]), 0.0
+    )
+    core_mass = 1.0 - _row_sums(base)
+    crowded = core_mass < 0
+    if crowded.any():  # more demoted PSPs than probe mass allows: probe uniformly
+        base[crowded] = np.where(valid[crowded], (1.0 / m[crowded])[:, None], 0.0)
+        core_mass[crowded] = 0.0
+    budget = exploration_cap - _row_sums(base * gaps)
+    thompson = np.zeros((n, width))
+    weight = np.zeros(n)
+    drawing = (budget > 0) & (core_mass > 0) & (considered.sum(axis=1) > 1)
+    draws, uniforms = _draws_in_order(mean, strength, considered, drawing, rng, samples, normal_strength)
+    drawing = np.flatnonzero(drawing)
+    if len(drawing):
+        scores = np.where(considered[drawing][:, None, :], score_rows(draws, drawing), -np.inf)
+        winners = np.argmax(scores, axis=2)  # (d, K)
+        counts = (winners[:, :, None] == np.arange(width)).sum(axis=1)
+        thompson[drawing] = counts / samples
+        regret = core_mass[drawing] * _row_sums(thompson[drawing] * gaps[drawing])
+        within = regret <= budget[drawing]
+        weight[drawing] = np.where(within, 1.0, budget[drawing] / np.where(within, 1.0, regret))
+    core = weight[:, None] * thompson
+    core[rows, greedy] += 1.0 - weight
+    return FirstPlacePolicies(base + core_mass[:, None] * core, thompson, greedy, weight, gaps, uniforms)
+
+
+def _row_sums(values: np.ndarray) -> np.ndarray:
+    """Sums over the last axis, left to right (as Python's ``sum`` of one row: trailing zeros change nothing,
+    whereas numpy's pairwise sum and BLAS dot group terms by length)."""
+    total = values[:, 0].copy()
+    for j in range(1, values.shape[1]):
+        total += values[:, j]
+    return total
+
+
+def _draws_in_order(
+    mean: np.ndarray, strength: np.ndarray, considered: np.ndarray, drawing: np.ndarray, rng: np.random.Generator,
+    samples: int, normal_strength: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row by row, as one-by-one decisions consume ``rng``: a drawing row's posterior draws of its considered
+    PSPs (K × d normals, or :func:`posterior_draws`' exact Beta draws), then every row's uniform. Returns
+    (len(drawing rows), K, width) draws (0.5 where a row draws nothing, as :func:`score_of_subset` fills
+    them) and the n uniforms. The normals become draws in one pass over all rows (same element-wise
+    arithmetic as :func:`posterior_draws`)."""
+    n, width = mean.shape
+    rows = np.flatnonzero(drawing)
+    normals = np.zeros((len(rows), samples, width))
+    exact = ((strength < normal_strength) & considered).any(axis=1)
+    per_row = considered.sum(axis=1).tolist()
+    leading = (considered == (np.arange(width) < considered.sum(axis=1)[:, None])).all(axis=1)  # the first d columns
+    uniforms = np.empty(n)
+    beta: list[tuple[int, np.ndarray, np.ndarray]] = []
+    position = 0
+    standard_normal, random = rng.standard_normal, rng.random
+    for r in range(n):
+        if drawing[r]:
+            if exact[r]:
+                columns = np.flatnonzero(considered[r])
+                beta.append((position, columns, posterior_draws(
+                    mean[r, columns], strength[r, columns], rng, samples=samples, normal_strength=normal_strength
+                )))
+            elif leading[r]:
+                normals[position, :, : per_row[r]] = standard_normal((samples, per_row[r]))
+            else:
+                normals[position][:, considered[r]] = standard_normal((samples, per_row[r]))
+            position += 1
+        uniforms[r] = random()
+    mu, kappa = mean[rows][:, None, :], strength[rows][:, None, :]
+    draws = _clip_probability(mu + np.sqrt(mu * (1 - mu) / (kappa + 1)) * normals)
+    draws = np.where(considered[rows][:, None, :], draws, 0.5)
+    for position, columns, values in beta:
+        draws[position] = 0.5
+        draws[position][:, columns] = values
+    return draws, uniforms
 
 
 def posterior_draws(
@@ -236,3 +370,14 @@ def draw_first(probabilities: np.ndarray, rng: np.random.Generator) -> int:
             if target < cumulative:
                 return position
     return last
+
+
+def draw_first_many(probabilities: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
+    """:func:`draw_first` for each row of ``probabilities`` with its own uniform (left-to-right cumulative
+    sums, so each row gives the position ``draw_first`` gives; zero-probability positions never)."""
+    cumulative = np.cumsum(probabilities, axis=1)
+    positive = probabilities > 0
+    hit = (uniforms * cumulative[:, -1])[:, None] < cumulative
+    hit &= positive
+    last = probabilities.shape[1] - 1 - np.argmax(positive[:, ::-1], axis=1)
+    return np.where(hit.any(axis=1), np.argmax(hit, axis=1), last)

@@ -22,8 +22,11 @@ from payroute.catalog import ELIGIBILITY_RULES, Catalog
 from payroute.contracts import AttemptOutcome, AttemptStatus, DeclineClass, Transaction
 from payroute.serving.routing.bandit import (
     PROBABILITY_EPSILON,
+    FirstPlacePolicy,
     ResidualPosterior,
     draw_first,
+    draw_first_many,
+    first_place_policies,
     first_place_policy,
     posterior,
     segment_of,
@@ -214,17 +217,21 @@ class Router:
     def _choose(
         self, plan: "_Plan", mean: np.ndarray, strength: np.ndarray, demoted: np.ndarray, scores: np.ndarray,
         scores_after_decline: np.ndarray, reasons: list[tuple[Reason, ...]], costs: list[float], p_approve: list[float],
-        score_list: list[float], prior: np.ndarray,
+        score_list: list[float], prior: np.ndarray, drawn: tuple[FirstPlacePolicy, int] | None = None,
     ) -> Decision:
         """The random part of a decision and the decision: the first-place policy (Thompson draws), the
-        first PSP drawn from it, the cascade after it, the ranking with reasons, the remembered baselines."""
+        first PSP drawn from it (``drawn``: both, when a batch drew them), the cascade after it, the
+        ranking with reasons, the remembered baselines."""
         c, eligible, common = self.config, plan.eligible, plan.common
-        policy = first_place_policy(
-            mean, strength, ~demoted, self._scorer(plan.objective, plan.terms), self._rng, samples=c.propensity_samples,
-            exploration_cap=c.exploration_cap, min_propensity=c.min_propensity, probe_rate=c.probe_rate,
-            normal_strength=c.normal_approximation_strength,
-        )
-        first = draw_first(policy.probabilities, self._rng)
+        if drawn is None:
+            policy = first_place_policy(
+                mean, strength, ~demoted, self._scorer(plan.objective, plan.terms), self._rng,
+                samples=c.propensity_samples, exploration_cap=c.exploration_cap, min_propensity=c.min_propensity,
+                probe_rate=c.probe_rate, normal_strength=c.normal_approximation_strength, mean_score=scores,
+            )
+            first = draw_first(policy.probabilities, self._rng)
+        else:
+            policy, first = drawn
         order = cascade_order(first, scores, scores_after_decline, self._overlap_of(plan.index), demoted)
         p_first = policy.probabilities.tolist()
         explored = (Reason("exploration", "probe" if demoted[first] else "thompson"),) if first != policy.greedy else ()
@@ -266,6 +273,7 @@ class Router:
             if plan.halt is None and not plan.previous and predictions.get(id(plan), (None,))[0] is not None
         ]
         batch = _BatchArithmetic.build(self, rows, [predictions[id(plan)][0] for plan in rows]) if rows else None
+        drawn = self._draw_rows(batch, rows) if rows else None
         row_of = {id(plan): r for r, plan in enumerate(rows)}
         decisions = []
         for plan in plans:
@@ -273,17 +281,29 @@ class Router:
             if r is None:
                 decisions.append(self._finish(plan, *predictions.get(id(plan), (None, None))))
             else:
-                decisions.append(self._finish_row(plan, batch, r))
+                decisions.append(self._finish_row(plan, batch, r, drawn))
         return decisions
 
-    def _finish_row(self, plan: "_Plan", batch: "_BatchArithmetic", r: int) -> Decision:
-        """Row ``r`` of a batch: the decision :meth:`_finish` gives, from the batch's numbers."""
+    def _draw_rows(self, batch: "_BatchArithmetic", rows: list["_Plan"]) -> tuple[Any, np.ndarray]:
+        """Every row's first-place policy and first PSP, with the draws :meth:`_choose` takes decision by
+        decision, in row order (only rows draw in a batch: halted and degraded plans draw nothing)."""
+        c = self.config
+        policies = first_place_policies(
+            batch.mean, batch.strength, ~batch.demoted, batch.valid, batch.score_rows, self._rng,
+            samples=c.propensity_samples, exploration_cap=c.exploration_cap, min_propensity=c.min_propensity,
+            probe_rate=c.probe_rate, normal_strength=c.normal_approximation_strength, mean_score=batch.scores,
+        )
+        return policies, draw_first_many(policies.probabilities, policies.uniforms)
+
+    def _finish_row(self, plan: "_Plan", batch: "_BatchArithmetic", r: int, drawn: tuple[Any, np.ndarray]) -> Decision:
+        """Row ``r`` of a batch: the decision :meth:`_finish` gives, from the batch's numbers and draws."""
         m = len(plan.eligible)
         demoted = batch.demoted[r, :m]
+        policies, firsts = drawn
         return self._choose(
             plan, batch.mean[r, :m], batch.strength[r, :m], demoted, batch.scores[r, :m],
             batch.scores_after_decline[r, :m], batch.reasons(r, m, plan.objective, demoted), batch.costs[r][:m],
-            batch.p_approve[r][:m], batch.score_list[r][:m], batch.prior[r, :m],
+            batch.p_approve[r][:m], batch.score_list[r][:m], batch.prior[r, :m], (policies.row(r, m), int(firsts[r])),
         )
 
     def _overlap_of(self, index: np.ndarray) -> np.ndarray:
@@ -538,6 +558,7 @@ class _BatchArithmetic:
         adjustment = np.round(np.where(known, mean - prior, np.nan), 6)
         return cls(
             mean=mean, strength=strength, prior=prior, demoted=demoted, scores=scores, scores_after_decline=after,
+            valid=valid, terms=terms, objectives=[plan.objective for plan in plans], min_probability=minimum,
             costs=np.round(expected_cost(mean, terms), 6).tolist(), p_approve=mean.tolist(), score_list=scores.tolist(),
             reason_columns=[
                 model.tolist(), adjustment.tolist(), np.round(evidence, 3).tolist(),
@@ -545,6 +566,29 @@ class _BatchArithmetic:
             ],
             value_reason=[round(float(v), 4) for v in value[:, 0]],
         )
+
+    def score_rows(self, approval: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The objective of rows ``rows`` for ``approval`` of shape (len(rows), width) or (len(rows), K, width)
+        (each row under its own objective and cost terms; element-wise, as :func:`score` on one decision)."""
+        def take(values: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+            picked = values[chosen]
+            return picked[:, None, :] if approval.ndim == 3 else picked
+
+        objectives = [self.objectives[r] for r in rows]
+        out = None
+        for objective in dict.fromkeys(objectives):
+            mask = np.array([o == objective for o in objectives])
+            chosen = rows[mask]
+            t = self.terms
+            terms = CostTerms(*(take(a, chosen) for a in (t.fee_if_approved, t.fx_if_approved, t.fee_if_declined,
+                                                          t.chargeback_if_approved, t.value_if_approved, t.amount_eur)))
+            values = score(objective, approval[mask], terms, min_probability=self.min_probability)
+            if mask.all():
+                return values
+            if out is None:
+                out = np.zeros(approval.shape)
+            out[mask] = values
+        return out
 
     def reasons(self, r: int, m: int, objective: str, demoted: np.ndarray) -> list[tuple[Reason, ...]]:
         """Row r's reasons per PSP, as :meth:`Router._reasons` gives them for the decision alone."""
