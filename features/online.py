@@ -75,7 +75,14 @@ class InMemoryBackend:
         return len(self._states)
 
 
+_ALREADY_PLAIN = frozenset({str, int, float, bool, type(None), dt.datetime})
+
+
 def _plain(value: Any) -> Any:
+    """An enum member as its value, a Decimal as a float, anything else as it is (exact plain types are
+    recognised first: the two isinstance checks cost more than the rest of a field's handling)."""
+    if type(value) in _ALREADY_PLAIN:
+        return value
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, Decimal):
@@ -84,8 +91,8 @@ def _plain(value: Any) -> Any:
 
 
 def _fields(record: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
-    if isinstance(record, BaseModel):
-        return {name: _plain(getattr(record, name)) for name in type(record).model_fields}
+    if isinstance(record, BaseModel):  # a pydantic model keeps exactly its field values in __dict__
+        return {name: _plain(value) for name, value in record.__dict__.items()}
     return {name: _plain(value) for name, value in record.items()}
 
 

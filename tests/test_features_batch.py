@@ -61,3 +61,28 @@ def test_batch_lookup_equals_one_by_one(catalog, history):
     assert len(batch_store._staged) == len(one_by_one_store._staged)
     assert sum(np.isfinite(block[:, -1]).sum() for block in blocks) > 0
     assert batch_store.features_array_many([]) == ([], batch_store.spec.feature_names)
+
+
+def test_fields_of_a_model_are_its_declared_fields_as_plain_values():
+    """``_fields`` reads a pydantic model's __dict__: the declared fields, in order, enums as values,
+    Decimals as floats, datetimes as they are — what reading each declared field gives."""
+    from decimal import Decimal
+    from enum import Enum
+
+    from payroute.contracts import AttemptOutcome, Transaction
+    from payroute.features.online import _fields
+    from payroute.serving.schemas import EXAMPLE_TRANSACTION
+
+    def reference(value):
+        return value.value if isinstance(value, Enum) else float(value) if isinstance(value, Decimal) else value
+
+    transaction = Transaction.model_validate({**EXAMPLE_TRANSACTION, "three_ds": True})
+    outcome = AttemptOutcome.model_validate({
+        "transaction_id": "t-1", "attempt": 1, "psp": "euroacq", "timestamp": "2026-11-02T12:00:00Z",
+        "status": "declined", "decline_reason": "do_not_honor", "decline_class": "soft", "latency_ms": 120,
+    })
+    for model in (transaction, outcome):
+        expected = {name: reference(getattr(model, name)) for name in type(model).model_fields}
+        got = _fields(model)
+        assert list(got) == list(expected) and got == expected
+        assert [type(v) for v in got.values()] == [type(v) for v in expected.values()]
