@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import orjson
+
 from payroute.contracts import AttemptOutcome
 
 _OUTCOMES_DDL = """
@@ -287,7 +289,7 @@ class DecisionLog:
         """Write (one transaction) and remember; returns once SQLite holds them (survives a process crash)."""
         rows = [
             (r.decision_id, r.transaction_id, r.transaction_json, r.first_psp, r.propensity, r.model_version,
-             int(r.degraded), r.issued_at, json.dumps(dict(r.baselines)) if r.baselines else None)
+             int(r.degraded), r.issued_at, orjson.dumps(dict(r.baselines)).decode() if r.baselines else None)
             for r in records
         ]
         insert = f"INSERT OR IGNORE INTO decisions ({_DECISION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"

@@ -79,6 +79,15 @@ def router_decision_id(decision_id: str | None) -> str | None:
     return router_id  # ids issued before the 32-hex form
 
 
+def _with_decision_id(decision: Any, decision_id: str) -> Any:
+    """``dataclasses.replace(decision, decision_id=...)`` for the router's frozen ``Decision`` (no
+    ``__post_init__``): a shallow copy of its fields, 1 µs instead of 5."""
+    copy = object.__new__(type(decision))
+    copy.__dict__.update(decision.__dict__)
+    copy.__dict__["decision_id"] = decision_id
+    return copy
+
+
 def degraded_cause(decision: Any) -> str:
     """A short metric label for why a decision was degraded."""
     value = next((r.value for r in getattr(decision, "reasons", ()) if getattr(r, "code", None) == "degraded"), None)
@@ -174,7 +183,7 @@ class ScoringCore:
         if decision.degraded:
             self.metrics.degraded.labels(degraded_cause(decision)).inc()
         public = public_decision_id(self.boot_id, decision.decision_id, next(self._issue_numbers))
-        return dataclasses.replace(decision, decision_id=public)
+        return _with_decision_id(decision, public)
 
     def _issued(self, transactions: Sequence[Transaction], decisions: Sequence[Any]) -> None:
         """Count and log the decisions (one transaction, written before the answer)."""

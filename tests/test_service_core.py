@@ -418,3 +418,19 @@ def test_a_capture_written_after_more_learning_is_the_state_it_captured(bundle_d
     assert restarted.router.snapshot()["posterior"] == expected["posterior"]
     np.testing.assert_array_equal(restarted.features.features_array(later, psps)[0], expected_features)
     restarted.close()
+
+
+def test_public_id_copy_equals_dataclasses_replace():
+    """``_with_decision_id`` is ``dataclasses.replace(decision, decision_id=...)``: equal, same type, the
+    router's decision left untouched."""
+    import dataclasses
+
+    from payroute.serving.routing import Router, TablePredictor
+    from payroute.serving.state import _with_decision_id
+
+    router = Router(CATALOG, TablePredictor({p.name: 0.8 for p in CATALOG.psps}), seed=3)
+    decision = router.rank(TRANSACTION)
+    copy = _with_decision_id(decision, "b1.0000000001.x")
+    assert type(copy) is type(decision)
+    assert copy == dataclasses.replace(decision, decision_id="b1.0000000001.x")
+    assert decision.decision_id != "b1.0000000001.x"
