@@ -224,16 +224,14 @@ class OnlineFeatureStore:
         records = [_fields(transaction) for transaction, _ in items]
         sizes = [len(psps) for _, psps in items]
         at_us = [_to_us(fields["timestamp"]) for fields in records]
-        columns: dict[str, Any] = {
-            name: [fields.get(name) for fields, n in zip(records, sizes) for _ in range(n)] for name in TRANSACTION_FIELDS
-        }
-        row_at_us = np.repeat(np.array(at_us, dtype=np.int64), sizes)
-        columns["timestamp_us"] = row_at_us
-        columns["attempt"] = np.ones(len(row_at_us))
-        columns["previous_decline_class"] = [None] * len(row_at_us)
+        columns: dict[str, Any] = {name: [fields.get(name) for fields in records] for name in TRANSACTION_FIELDS}
+        columns["timestamp_us"] = np.array(at_us, dtype=np.int64)
+        columns["attempt"] = np.ones(len(records))
+        columns["previous_decline_class"] = [None] * len(records)
+        row_at_us = np.repeat(columns["timestamp_us"], sizes)
         psp_rows = [psp for _, psps in items for psp in psps]
         out = np.empty((len(psp_rows), len(self.spec.feature_names)))
-        out[:, : self._n_request] = request_features(columns, psp_rows, self._context)
+        out[:, : self._n_request] = request_features(columns, psp_rows, self._context, repeats=sizes)
         blocks, start = [], 0
         for fields, (_, psps), n, at in zip(records, items, sizes, at_us):
             self._advance(at - self._delay_us)  # as features_array does, item by item

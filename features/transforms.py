@@ -8,7 +8,7 @@ store passes plain Python values (enum values as strings, money as float, times 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
@@ -165,7 +165,8 @@ def local_time(timestamp_us: np.ndarray, country, context: RequestContext) -> tu
     return hour.astype(float), weekday.astype(float)
 
 
-def request_features(columns: Mapping[str, object], psp, context: RequestContext) -> np.ndarray:
+def request_features(columns: Mapping[str, object], psp, context: RequestContext,
+                     repeats: Sequence[int] | None = None) -> np.ndarray:
     """The request-time features, shape (rows, numeric + categorical) in the spec's order.
 
     ``columns``: transaction fields (``amount``, ``currency``, ``country``, ``payment_method``,
@@ -173,33 +174,46 @@ def request_features(columns: Mapping[str, object], psp, context: RequestContext
     ``first_deposit``), plus ``timestamp_us`` (of the attempt), ``attempt`` and
     ``previous_decline_class``; ``psp``: the candidate PSP of each row. Text columns are pandas
     Series offline and short sequences online; numeric columns are arrays. Online, the transaction
-    columns may hold one row, broadcast over the candidate PSPs.
+    columns may hold one row, broadcast over the candidate PSPs, or (``repeats``: a batch) one entry
+    per transaction, transaction i standing for the next ``repeats[i]`` rows: what depends on the
+    transaction alone is computed once per transaction and repeated, what depends on the PSP per row.
     """
     spec = context.spec
     n = len(psp)
+    if repeats is None:
+        def rows(column):  # one transaction row against n PSPs (online)
+            return column * n if isinstance(column, list) and len(column) == 1 and n > 1 else column
 
-    def rows(column):  # one transaction row against n PSPs (online)
-        return column * n if isinstance(column, list) and len(column) == 1 and n > 1 else column
+        def spread(values):  # broadcast when the rows are written
+            return values
+    else:
+        counts = list(repeats)
+
+        def rows(column):
+            return [value for value, count in zip(column, counts) for _ in range(count)]
+
+        def spread(values):
+            return np.repeat(np.asarray(values, dtype=float), counts)
 
     eur = amount_eur(columns["amount"], columns["currency"], context)
     hour, weekday = local_time(columns["timestamp_us"], columns["country"], context)
     numeric = {
-        "amount_eur": eur,
-        "log_amount_eur": np.log1p(eur),
-        "amount_band": amount_band(eur, spec),
+        "amount_eur": spread(eur),
+        "log_amount_eur": spread(np.log1p(eur)),
+        "amount_band": spread(amount_band(eur, spec)),
         "cross_border": lookup([psp, rows(columns["issuer_country"]), rows(columns["country"])], context.cross_border,
                                context),
         "needs_fx": lookup([psp, rows(columns["currency"])], context.needs_fx, context),
-        "local_hour": hour,
-        "local_weekday": weekday,
-        "three_ds": np.asarray(columns["three_ds"], dtype=float),
-        "first_deposit": np.asarray(columns["first_deposit"], dtype=float),
-        "attempt": np.asarray(columns["attempt"], dtype=float),
+        "local_hour": spread(hour),
+        "local_weekday": spread(weekday),
+        "three_ds": spread(np.asarray(columns["three_ds"], dtype=float)),
+        "first_deposit": spread(np.asarray(columns["first_deposit"], dtype=float)),
+        "attempt": spread(np.asarray(columns["attempt"], dtype=float)),
     }
     out = np.empty((n, len(spec.numeric_request_features) + len(spec.categorical_features)), order="F")
     for j, name in enumerate(spec.numeric_request_features):
         out[:, j] = numeric[name]
     offset = len(spec.numeric_request_features)
     for j, name in enumerate(spec.categorical_features):
-        out[:, offset + j] = encode(psp if name == "psp" else columns[name], name, context)
+        out[:, offset + j] = encode(psp, name, context) if name == "psp" else spread(encode(columns[name], name, context))
     return out
