@@ -268,9 +268,13 @@ def first_place_policies(
     draws, uniforms = _draws_in_order(mean, strength, considered, drawing, rng, samples, normal_strength)
     drawing = np.flatnonzero(drawing)
     if len(drawing):
-        scores = np.where(considered[drawing][:, None, :], score_rows(draws, drawing), -np.inf)
+        scores = score_rows(draws, drawing)
+        outside = ~considered[drawing]
+        if outside.any():
+            scores[np.broadcast_to(outside[:, None, :], scores.shape)] = -np.inf
         winners = np.argmax(scores, axis=2)  # (d, K)
-        counts = (winners[:, :, None] == np.arange(width)).sum(axis=1)
+        cells = (winners + (np.arange(len(drawing)) * width)[:, None]).ravel()
+        counts = np.bincount(cells, minlength=len(drawing) * width).reshape(len(drawing), width)
         thompson[drawing] = counts / samples
         regret = core_mass[drawing] * _row_sums(thompson[drawing] * gaps[drawing])
         within = regret <= budget[drawing]
@@ -315,6 +319,8 @@ def _draws_in_order(
                 beta.append((position, columns, posterior_draws(
                     mean[r, columns], strength[r, columns], rng, samples=samples, normal_strength=normal_strength
                 )))
+            elif per_row[r] == width:  # the whole row: drawn straight into place
+                standard_normal(out=normals[position])
             elif leading[r]:
                 normals[position, :, : per_row[r]] = standard_normal((samples, per_row[r]))
             else:
@@ -323,7 +329,9 @@ def _draws_in_order(
         uniforms[r] = random()
     mu, kappa = mean[rows][:, None, :], strength[rows][:, None, :]
     draws = _clip_probability(mu + np.sqrt(mu * (1 - mu) / (kappa + 1)) * normals)
-    draws = np.where(considered[rows][:, None, :], draws, 0.5)
+    outside = ~considered[rows]
+    if outside.any():
+        draws[np.broadcast_to(outside[:, None, :], draws.shape)] = 0.5
     for position, columns, values in beta:
         draws[position] = 0.5
         draws[position][:, columns] = values
