@@ -84,7 +84,7 @@ def _plain(value: Any) -> Any:
     if type(value) in _ALREADY_PLAIN:
         return value
     if isinstance(value, Enum):
-        return value.value
+        return value._value_  # what the ``value`` property returns, without the descriptor
     if isinstance(value, Decimal):
         return float(value)
     return value

@@ -211,7 +211,7 @@ class Router:
         )
         return self._choose(
             plan, mean, strength, demoted, mean_scores, score_of(mean * self.config.same_region_retry_factor), reasons,
-            np.round(expected_cost(mean, terms), 6).tolist(), mean.tolist(), mean_scores.tolist(), prior,
+            expected_cost(mean, terms).round(6).tolist(), mean.tolist(), mean_scores.tolist(), prior,
         )
 
     def _choose(
@@ -386,13 +386,13 @@ class Router:
     ) -> list[tuple[Reason, ...]]:
         """Per PSP: model probability, posterior adjustment (posterior mean − prior mean, after any cascade
         factor), evidence, health, cost components."""
-        costs = np.round(
-            np.stack([terms.fee_if_approved, terms.fx_if_approved, terms.fee_if_declined, terms.chargeback_if_approved]), 4
-        ).tolist()
+        costs = np.stack(
+            [terms.fee_if_approved, terms.fx_if_approved, terms.fee_if_declined, terms.chargeback_if_approved]
+        ).round(4).tolist()
         value = _new(Reason, ("value_eur", round(terms.value_if_approved, 4))) if objective == "expected_value" else None
         return _reason_rows(
-            model_probability.tolist(), np.round(np.where(known, mean - prior, np.nan), 6).tolist(),
-            np.round(evidence, 3).tolist(), costs, demoted.tolist(), same_region.tolist(), value,
+            model_probability.tolist(), np.where(known, mean - prior, np.nan).round(6).tolist(),
+            evidence.round(3).tolist(), costs, demoted.tolist(), same_region.tolist(), value,
             (Reason("same_region_as_declined", self.config.same_region_retry_factor),),
         )
 
@@ -555,14 +555,14 @@ class _BatchArithmetic:
             subset = CostTerms(fee[chosen], fx[chosen], declined[chosen], chargeback[chosen], value[chosen], amount[chosen])
             scores[chosen] = score(objective, mean[chosen], subset, min_probability=minimum)
             after[chosen] = score(objective, mean[chosen] * c.same_region_retry_factor, subset, min_probability=minimum)
-        adjustment = np.round(np.where(known, mean - prior, np.nan), 6)
+        adjustment = np.where(known, mean - prior, np.nan).round(6)
         return cls(
             mean=mean, strength=strength, prior=prior, demoted=demoted, scores=scores, scores_after_decline=after,
             valid=valid, terms=terms, objectives=[plan.objective for plan in plans], min_probability=minimum,
-            costs=np.round(expected_cost(mean, terms), 6).tolist(), p_approve=mean.tolist(), score_list=scores.tolist(),
+            costs=expected_cost(mean, terms).round(6).tolist(), p_approve=mean.tolist(), score_list=scores.tolist(),
             reason_columns=[
-                model.tolist(), adjustment.tolist(), np.round(evidence, 3).tolist(),
-                *(np.round(a, 4).tolist() for a in (fee, fx, declined, chargeback)),
+                model.tolist(), adjustment.tolist(), evidence.round(3).tolist(),
+                *(a.round(4).tolist() for a in (fee, fx, declined, chargeback)),
             ],
             value_reason=[round(float(v), 4) for v in value[:, 0]],
         )
@@ -644,8 +644,9 @@ def _checked(raw: Any, count: int) -> tuple[np.ndarray | None, str | None]:
 
 
 def _plain(value: Any) -> Any:
-    """An enum member as its plain value (the catalogue's rules compare plain strings)."""
-    return value.value if isinstance(value, Enum) else value
+    """An enum member as its plain value (the catalogue's rules compare plain strings; ``_value_`` is what
+    the ``value`` property returns, without the descriptor's cost)."""
+    return value._value_ if isinstance(value, Enum) else value
 
 
 def _uuid4(rng: np.random.Generator) -> str:
