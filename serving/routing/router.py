@@ -8,6 +8,7 @@ and :meth:`Router.observe` (update the posterior and the health guard). The stat
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 from collections import OrderedDict
@@ -122,7 +123,7 @@ class Router:
         with self._lock:
             ids = _uuid4_many(self._id_rng, len(transactions))  # the bytes rank() would draw one by one
             plans = [
-                self._plan(transaction, 1, (), (), chosen, _epoch(now, transaction), decision_id)
+                self._plan(transaction, 1, (), (), chosen, _epoch(now, transaction), decision_id, with_terms=False)
                 for transaction, chosen, decision_id in zip(transactions, objectives, ids)
             ]
             predictions = self._predict_many([plan for plan in plans if plan.halt is None])
@@ -136,10 +137,11 @@ class Router:
 
     def _plan(
         self, transaction: Transaction, attempt: int, previous: tuple[AttemptOutcome, ...], exclude: tuple[str, ...],
-        objective: str, now: float, decision_id: str | None = None,
+        objective: str, now: float, decision_id: str | None = None, with_terms: bool = True,
     ) -> "_Plan":
         """Everything about a decision that needs neither the model nor a random draw (ids aside;
-        ``decision_id`` is drawn when None)."""
+        ``decision_id`` is drawn when None). ``with_terms`` False leaves the cost terms to the caller
+        (a batch computes them for all its rows at once; :meth:`_finish` computes them if missing)."""
         if decision_id is None:
             decision_id = _uuid4(self._id_rng)
         segment = segment_of(transaction)
@@ -161,7 +163,7 @@ class Router:
         )
         halt = stop_reason(previous) or (None if eligible else "no_eligible_psp")
         previous_class = previous[-1].decline_class if previous else None
-        terms = self._cost_terms(transaction, eligible, index) if halt is None else None
+        terms = self._cost_terms(transaction, eligible, index) if halt is None and with_terms else None
         return _Plan(transaction, attempt, previous, objective, now, common, eligible, index, halt, terms, previous_class)
 
     def _route(self, fields: dict[str, Any], previous: tuple[AttemptOutcome, ...], exclude: tuple[str, ...]) -> "_Route":
@@ -182,6 +184,8 @@ class Router:
 
     def _finish(self, plan: "_Plan", model_probability: np.ndarray | None, failure: str | None) -> Decision:
         """The decision from a plan and the model's probabilities (None: degraded, or halted)."""
+        if plan.terms is None and plan.halt is None:  # a batch's plan that is not a batch row
+            plan = dataclasses.replace(plan, terms=self._cost_terms(plan.transaction, plan.eligible, plan.index))
         transaction, eligible, index, terms, objective, common = (
             plan.transaction, plan.eligible, plan.index, plan.terms, plan.objective, plan.common
         )
@@ -524,16 +528,14 @@ class _BatchArithmetic:
         shifts = []
         cold_mean = np.full((n, 1), NEUTRAL_PRIOR)
         for r, (plan, probability) in enumerate(zip(plans, probabilities)):
-            m, terms = len(plan.eligible), plan.terms
+            m = len(plan.eligible)
             model[r, :m], index[r, :m], valid[r, :m] = probability, plan.index, True
-            fee[r, :m], fx[r, :m] = terms.fee_if_approved, terms.fx_if_approved
-            declined[r, :m], chargeback[r, :m] = terms.fee_if_declined, terms.chargeback_if_approved
-            value[r, 0], amount[r, 0] = terms.value_if_approved, terms.amount_eur
             known = ~np.isnan(probability)
             if not known.all():  # only then does the cold mean enter the prior (same expression as _finish)
                 cold_mean[r, 0] = float(probability[known].mean()) if known.any() else NEUTRAL_PRIOR
             evidence_all[r], residual_all[r] = router.posterior.evidence(plan.common["segment"], plan.now)
             shifts.append(router.posterior.shared_shift(c.prior_strength, plan.now))
+        _batch_cost_terms(router, plans, index, valid, fee, fx, declined, chargeback, value, amount)
         rows = np.arange(n)[:, None]
         known = ~np.isnan(model)
         clipped = np.minimum(np.maximum(model, PROBABILITY_EPSILON), 1 - PROBABILITY_EPSILON)
@@ -595,6 +597,39 @@ class _BatchArithmetic:
         model, adjustment, evidence, *costs = (column[r][:m] for column in self.reason_columns)
         value = _new(Reason, ("value_eur", self.value_reason[r])) if objective == "expected_value" else None
         return _reason_rows(model, adjustment, evidence, costs, demoted.tolist(), [False] * m, value, ())
+
+
+def _batch_cost_terms(
+    router: Router, plans: list["_Plan"], index: np.ndarray, valid: np.ndarray, fee: np.ndarray, fx: np.ndarray,
+    declined: np.ndarray, chargeback: np.ndarray, value: np.ndarray, amount_eur: np.ndarray,
+) -> None:
+    """Fill the (n, width) cost-term matrices of a batch (and the (n, 1) value and EUR amount): what
+    :meth:`Router._cost_terms` gives each row, computed per currency for all its rows at once (the same
+    element-wise operations: same bits; zero past each row's PSPs)."""
+    amount = np.array([float(plan.transaction.amount) for plan in plans])
+    currencies = [plan.transaction.currency for plan in plans]
+    verticals = [plan.transaction.vertical._value_ for plan in plans]
+    rate = np.array([float(router.catalog.fx_rate(currency)) for currency in currencies])
+    amount_eur[:, 0] = amount / rate
+    for currency in dict.fromkeys(currencies):
+        chosen = np.array([c == currency for c in currencies])
+        a_fee, a_fx, a_dec, b_fee, b_fx, b_dec = router._fees.coefficients(currency)
+        where, at = index[chosen], amount[chosen][:, None]
+        fee[chosen] = a_fee[where] + b_fee[where] * at
+        fx[chosen] = a_fx[where] + b_fx[where] * at
+        declined[chosen] = a_dec[where] + b_dec[where] * at
+    config = router.config
+    if router.chargeback_cost is not None:
+        for r, plan in enumerate(plans):
+            chargeback[r, : len(plan.eligible)] = np.asarray(
+                router.chargeback_cost.expected_chargeback_cost(plan.transaction, plan.eligible), dtype=np.float64
+            )
+    else:
+        rates = np.array([config.chargeback_rate_by_vertical.get(v, 0.0) for v in verticals])
+        chargeback[:] = (rates * (amount_eur[:, 0] + config.chargeback_fee_eur))[:, None]
+    value[:, 0] = np.array([config.approval_value(v) for v in verticals]) * amount_eur[:, 0]
+    for matrix in (fee, fx, declined, chargeback):
+        matrix[~valid] = 0.0
 
 
 def _reason_rows(
