@@ -238,7 +238,8 @@ class Router:
             policy, first = drawn
         order = cascade_order(first, scores, scores_after_decline, self._overlap_of(plan.index), demoted)
         p_first = policy.probabilities.tolist()
-        explored = (Reason("exploration", "probe" if demoted[first] else "thompson"),) if first != policy.greedy else ()
+        greedy = policy.greedy
+        explored = (_EXPLORED_PROBE if demoted[first] else _EXPLORED_THOMPSON,) if first != greedy else ()
         ranking = tuple(
             RankedPsp(
                 psp=eligible[j], p_approve=p_approve[j], expected_cost=costs[j], score=score_list[j], p_first=p_first[j],
@@ -249,13 +250,13 @@ class Router:
         baselines = self._remember(common["decision_id"], common["segment"], eligible, prior)
         previous_class = plan.previous_class
         return Decision(
-            ranking=ranking, propensity=float(policy.probabilities[first]), degraded=False, baselines=baselines,
+            ranking=ranking, propensity=p_first[first], degraded=False, baselines=baselines,
             reasons=(
-                Reason("greedy_psp", eligible[policy.greedy]),
-                Reason("explored", bool(first != policy.greedy)),
-                Reason("exploration_weight", float(policy.exploration_weight)),
-                Reason("expected_approval_given_up", float(policy.expected_approval_given_up)),
-                Reason("exploration_cap", c.exploration_cap),
+                _new(Reason, ("greedy_psp", eligible[greedy])),
+                _EXPLORED_YES if first != greedy else _EXPLORED_NO,
+                _new(Reason, ("exploration_weight", float(policy.exploration_weight))),
+                _new(Reason, ("expected_approval_given_up", policy.expected_approval_given_up)),
+                _new(Reason, ("exploration_cap", c.exploration_cap)),
                 *((Reason("previous_decline_class", previous_class.value),) if previous_class else ()),
             ),
             **common,
@@ -663,6 +664,8 @@ def _reason_rows(
 _new = tuple.__new__
 _PRIOR_COLD, _PRIOR_MODEL = Reason("prior", "cold"), Reason("prior", "model")
 _HEALTH_DEMOTED, _HEALTH_OK = Reason("health", DEMOTED), Reason("health", "healthy")
+_EXPLORED_YES, _EXPLORED_NO = Reason("explored", True), Reason("explored", False)
+_EXPLORED_PROBE, _EXPLORED_THOMPSON = Reason("exploration", "probe"), Reason("exploration", "thompson")
 
 
 def _checked(raw: Any, count: int) -> tuple[np.ndarray | None, str | None]:
