@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -180,8 +181,13 @@ class ContractModel(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _refuse_pans(cls, data: Any) -> Any:
-        if isinstance(data, dict):
+    def _refuse_pans(cls, data: Any, info: ValidationInfo) -> Any:
+        """Screen every string and integer inside the input. With a fresh :func:`screening_context` the
+        outermost model screens the whole tree once (naming the full path) and the models nested in it,
+        already covered, skip their own screen."""
+        context = info.context
+        screened = isinstance(context, dict) and context.get(_PAN_SCREENED, False)
+        if isinstance(data, dict) and not screened:
             fields = list(find_pan_fields(data))
             if fields:
                 raise PydanticCustomError(
@@ -189,7 +195,19 @@ class ContractModel(BaseModel):
                     "field '{field}' " + PAN_MESSAGE,
                     {"field": fields[0]},
                 )
+            if isinstance(context, dict) and _PAN_SCREENED in context:
+                context[_PAN_SCREENED] = True
         return data
+
+
+_PAN_SCREENED = "payroute.pan_screened"
+
+
+def screening_context() -> dict[str, bool]:
+    """A validation context for one ``model_validate(_json)`` call of a contract model: its outermost
+    model screens the whole input for card numbers once and nested models skip theirs. Use a new one
+    per call (it records that the call's input was screened)."""
+    return {_PAN_SCREENED: False}
 
 
 def _iso_currency(value: str) -> str:

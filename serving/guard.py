@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
 
-from payroute.contracts import field_errors
+from payroute.contracts import field_errors, screening_context
 from payroute.pan import contains_pan
 from payroute.serving.schemas import MAX_BODY_BYTES, error_body
 
@@ -96,7 +96,7 @@ class RequestGuard:
             body, failure = await self._read_body(receive, headers)
         if failure is None:
             try:
-                scope[VALIDATED_SCOPE_KEY] = rule.model.model_validate_json(body)
+                scope[VALIDATED_SCOPE_KEY] = rule.model.model_validate_json(body, context=screening_context())
             except ValidationError as error:
                 failure = (422, validation_body(error))
         if failure is not None:

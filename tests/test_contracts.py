@@ -316,3 +316,38 @@ _json_like = st.recursive(
 @given(_json_like)
 def test_leaf_walk_by_exact_type_equals_the_reference_walk(value):
     assert _leaf_texts(value, []) == _reference_leaf_texts(value, [])
+
+
+def test_one_screen_per_call_still_refuses_a_pan_at_any_depth():
+    """With a fresh screening context the outermost model screens the whole batch once (nested models skip
+    theirs): a PAN in any transaction is refused, named by its full path, never echoed; each call screens
+    anew, and a transaction validated on its own still screens itself."""
+    from payroute.contracts import screening_context
+    from payroute.serving.schemas import RankBatchRequest
+
+    clean = {"transactions": [{**CARD_TRANSACTION, "id": f"t-{i}"} for i in range(3)]}
+    assert len(RankBatchRequest.model_validate_json(json.dumps(clean), context=screening_context()).transactions) == 3
+    dirty = {"transactions": [*clean["transactions"][:2], {**CARD_TRANSACTION, "id": "t-2", "merchant_id": TEST_PAN}]}
+    with pytest.raises(ValidationError) as caught:
+        RankBatchRequest.model_validate_json(json.dumps(dirty), context=screening_context())
+    rows = field_errors(caught.value)
+    assert [r.code for r in rows] == ["pan_detected"] and "transactions[2].merchant_id" in rows[0].message
+    assert TEST_PAN not in str(caught.value)
+    with pytest.raises(ValidationError):
+        Transaction.model_validate({**CARD_TRANSACTION, "merchant_id": TEST_PAN}, context=screening_context())
+
+
+def test_nested_models_skip_their_screen_only_inside_a_screened_call():
+    """The skip is real (one screen per call) and needs the context: without one, every model screens."""
+    from unittest import mock
+
+    from payroute import contracts
+    from payroute.contracts import screening_context
+    from payroute.serving.schemas import RankBatchRequest
+
+    body = json.dumps({"transactions": [{**CARD_TRANSACTION, "id": f"t-{i}"} for i in range(4)]})
+    with mock.patch.object(contracts, "find_pan_fields", wraps=contracts.find_pan_fields) as screen:
+        RankBatchRequest.model_validate_json(body, context=screening_context())
+        assert screen.call_count == 1
+        RankBatchRequest.model_validate_json(body)
+        assert screen.call_count == 1 + 5
