@@ -243,7 +243,11 @@ DEFAULT_LEVELS: tuple[KeyLevel, ...] = (
 )
 
 APPROVAL_LEVELS = tuple(level.name for level in DEFAULT_LEVELS)
-APPROVAL_HALF_LIVES = (1 * HOUR, 1 * DAY, 14 * DAY)
+# 1 hour and 1 day follow a PSP that changes; 180 days keeps the slow, sparse evidence: an issuer's
+# affinity to a PSP is learned per BIN × PSP from tens of outcomes collected over months (median 11
+# controllable attempts per BIN × PSP in the bench's 60-day history), and a 14-day half-life kept only
+# about a third of them (docs/benchmarks.md).
+APPROVAL_HALF_LIVES = (1 * HOUR, 1 * DAY, 180 * DAY)
 HEALTH_HALF_LIVES = (15 * MINUTE,)
 MIX_HALF_LIVES = (1 * DAY,)
 

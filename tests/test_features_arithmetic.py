@@ -16,6 +16,7 @@ from payroute.catalog import load_catalog
 from payroute.features import DEFAULT_SPEC, OnlineFeatureStore, build_training_table
 from payroute.features.decay import Timeline, decayed_sums_at_queries, fold, new_state, read
 from payroute.features.derive import shrink
+from payroute.features.spec import half_life_label
 from payroute.history import History
 
 START = pd.Timestamp("2026-11-02 00:00:00", tz="UTC")
@@ -155,11 +156,11 @@ def test_sparse_bin_is_shrunk_toward_its_network_issuer_rate(catalog):
     query = card_transaction(99, START + HOUR, "499999")
     rows.append((query, outcome(99, START + HOUR, "approved")))
     row = build_training_table(tiny_history(rows), catalog).iloc[-1]
-    parent = row["approval_rate__psp_network_issuer__14d"]
-    sparse = row["approval_rate__psp_bin__14d"]
+    parent = row["approval_rate__psp_network_issuer__180d"]
+    sparse = row["approval_rate__psp_bin__180d"]
     assert 0.45 < parent < 0.6
     assert parent < sparse < parent + 3 / 13
-    assert row["volume_controllable__psp_bin__14d"] == pytest.approx(3.0, rel=1e-3)
+    assert row["volume_controllable__psp_bin__180d"] == pytest.approx(3.0, rel=1e-3)
 
 
 def test_online_state_folds_late_events_exactly():
@@ -211,3 +212,21 @@ def test_spec_declarations_are_consistent():
     assert spec.version == type(spec)(levels=spec.levels, families=spec.families).version
     changed = type(spec)(levels=spec.levels, families=spec.families[:-1])
     assert changed.version != spec.version
+
+
+def test_bin_evidence_from_two_months_ago_keeps_most_of_its_weight(catalog):
+    """An issuer's affinity to a PSP is learned per BIN from outcomes spread over months: 10 outcomes
+    60 days old still count 10·2^(−60/180) ≈ 7.9 at the slowest half-life (a 14-day half-life kept
+    0.5). Both interpreters, hand number."""
+    old = START - pd.Timedelta(days=60)
+    rows = [(card_transaction(i, old + i * pd.Timedelta(minutes=1), "455555"),
+             outcome(i, old + i * pd.Timedelta(minutes=1), "approved")) for i in range(10)]
+    query = card_transaction(99, START, "455555")
+    rows.append((query, outcome(99, START, "approved")))
+    slowest = half_life_label(max(DEFAULT_SPEC.families[0].half_lives))
+    expected = sum(2 ** (-(60 * 86400.0 - i * 60.0) / (180 * 86400.0)) for i in range(10))
+    offline = build_training_table(tiny_history(rows), catalog).iloc[-1]
+    online = online_row(catalog, rows[:-1], query)
+    for row in (offline, online):
+        assert row[f"volume_controllable__psp_bin__{slowest}"] == pytest.approx(expected, rel=1e-6)
+        assert expected > 7.5
