@@ -272,24 +272,31 @@ def test_posterior_draws_have_the_beta_moments(normal_strength):
 
 def test_bench_settings_keep_honest_propensities_and_still_learn_a_new_psp():
     """The bench's router (floor 0.2 %, cap 0.1 pp; evaluation.model_policies.BENCH_ROUTER_SETTINGS) explores
-    far less than the serving default; seed 11: every eligible PSP keeps p_first >= the floor (importance
-    weights <= 1 / floor), the logged propensity is the first PSP's p_first, and a cold PSP that truly
-    approves 95 % is still tried and wins the traffic, later than under the serving default (first tried
-    after 174 events here, 67 under the previous bench settings of floor 1 %, cap 0.2 pp)."""
+    far less than the serving default. Over seeds 0-19, 1 000 events each: every eligible PSP keeps
+    p_first >= the floor (importance weights <= 1 / floor) and the logged propensity is the first PSP's
+    p_first; a cold PSP that truly approves 95 % (the best known: 90 %) is placed first at least once in
+    every seed, but wins most of the traffic within the 1 000 events in only about half of them (11 of 20
+    measured; first tried after a median 143 events, 804 at worst) — the price of the low exploration,
+    written up in docs/benchmarks.md. (One seed, 11, used to stand for all of them here.)"""
     from payroute.evaluation.model_policies import approval_first_config
 
     config = approval_first_config()
     assert 0 < config.min_propensity <= 0.01 and config.exploration_cap <= 0.002
     true = {**TRUE, "riskshield": 0.95}
     known = {k: v for k, v in TRUE.items() if k != "riskshield"}
-    decisions = run(Router(CATALOG, TablePredictor(known), config, seed=11), 0, 1000, np.random.default_rng(11), true=true)
-    for decision in decisions:
-        assert all(r.p_first >= config.min_propensity - 1e-12 for r in decision.ranking)
-        assert sum(r.p_first for r in decision.ranking) == pytest.approx(1.0, abs=1e-12)
-        assert decision.propensity == decision.ranking[0].p_first
-    first = [d.first for d in decisions]
-    assert first[:200].count("riskshield") >= 1
-    assert first[-300:].count("riskshield") / 300 > 0.6
+    tried, won = [], []
+    for seed in range(20):
+        router = Router(CATALOG, TablePredictor(known), config, seed=seed)
+        decisions = run(router, 0, 1000, np.random.default_rng(seed), true=true)
+        for decision in decisions:
+            assert all(r.p_first >= config.min_propensity - 1e-12 for r in decision.ranking)
+            assert sum(r.p_first for r in decision.ranking) == pytest.approx(1.0, abs=1e-12)
+            assert decision.propensity == decision.ranking[0].p_first
+        first = [d.first for d in decisions]
+        tried.append("riskshield" in first)
+        won.append(first[-300:].count("riskshield") / 300 > 0.6)
+    assert all(tried)
+    assert sum(won) >= 8
 
 
 def test_bench_settings_win_a_recovered_psp_back():
