@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
@@ -204,6 +205,12 @@ class FeatureSpec:
     def feature_names(self) -> tuple[str, ...]:
         """All model inputs in their fixed order: request numerics, categoricals, history features."""
         return self.numeric_request_features + self.categorical_features + self.history_feature_names
+
+    def missing(self, feature_names: Sequence[str]) -> list[str]:
+        """The names among ``feature_names`` (a model's inputs) that this spec does not compute: a model
+        trained under another spec that needs any of them cannot be served by this code."""
+        known = set(self.feature_names)
+        return [name for name in feature_names if name not in known]
 
     def categories(self, psp_names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
         """The fixed vocabulary of every categorical feature (codes are positions in these tuples)."""

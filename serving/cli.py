@@ -37,6 +37,18 @@ def has_champion(models_dir: Path) -> bool:
     return (bundle_folder(models_dir) / "manifest.json").is_file()
 
 
+def unservable_reason(models_dir: Path) -> str | None:
+    """Why the champion in ``models_dir`` cannot be served (unreadable, corrupt, or trained under a feature
+    spec this code no longer computes), or None when it can."""
+    from payroute.serving.predictor import ModelSource
+
+    try:
+        ModelSource(models_dir=models_dir).load()
+    except Exception as error:  # BundleError and anything a broken bundle raises
+        return str(error)
+    return None
+
+
 def ensure_api_key(state_dir: Path, environ: dict[str, str]) -> Path | None:
     """When no key is configured, create one in ``state_dir/api_key`` (mode 600) and point the service at it."""
     if environ.get("PAYROUTE_API_KEYS") or environ.get("PAYROUTE_API_KEYS_FILE"):
@@ -73,7 +85,10 @@ def bootstrap_model(args: argparse.Namespace) -> str:
         return f"default model training failed ({error}): starting degraded"
     if code:
         return f"default model training exited with {code}: starting degraded"
-    return "trained a default model" if has_champion(args.models_dir) else "no champion exported: starting degraded"
+    if not has_champion(args.models_dir):
+        return "no champion exported: starting degraded"
+    reason = unservable_reason(args.models_dir)
+    return "trained a default model" if reason is None else f"the champion still cannot be served ({reason}): starting degraded"
 
 
 def service_environment(args: argparse.Namespace, environ: dict[str, str]) -> dict[str, str]:
@@ -96,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
     args.state_dir.mkdir(parents=True, exist_ok=True)
     if not args.tracking_uri and not has_champion(args.models_dir):
         note = "no champion and --no-train: starting degraded" if args.no_train else bootstrap_model(args)
+        print(f"payroute serve: {note}", flush=True)
+    elif not args.tracking_uri and (reason := unservable_reason(args.models_dir)) is not None:
+        print(f"payroute serve: the champion in {args.models_dir} cannot be served: {reason}", flush=True)
+        note = "--no-train: starting degraded" if args.no_train else bootstrap_model(args)
         print(f"payroute serve: {note}", flush=True)
     env = service_environment(args, dict(os.environ))
     key_file = ensure_api_key(args.state_dir, env)

@@ -67,14 +67,33 @@ class ModelSource:
         return None
 
     def load(self) -> ModelBundle:
-        """Load and verify the champion (raises ``BundleError`` naming a missing or corrupt file)."""
+        """Load and verify the champion (raises ``BundleError`` naming a missing or corrupt file, or the
+        features it needs that this code's feature spec does not compute)."""
         if self.models_dir is not None:
-            return ModelBundle.load(bundle_folder(self.models_dir))
-        if self.tracking_uri is not None:
+            bundle = ModelBundle.load(bundle_folder(self.models_dir))
+        elif self.tracking_uri is not None:
             from payroute.model_bundle import load_champion
 
-            return load_champion(self.tracking_uri)
-        raise NoModelError("no models directory or tracking URI configured")
+            bundle = load_champion(self.tracking_uri)
+        else:
+            raise NoModelError("no models directory or tracking URI configured")
+        check_servable(bundle)
+        return bundle
+
+
+def check_servable(bundle: ModelBundle) -> None:
+    """Raise ``BundleError`` if the bundle needs model inputs the serving feature spec does not compute
+    (a champion trained before a feature change): installed, it would answer every request degraded."""
+    from payroute.features.spec import DEFAULT_SPEC
+    from payroute.model_bundle import BundleError
+
+    missing = DEFAULT_SPEC.missing(bundle.feature_names)
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise BundleError(
+            f"model {bundle.version} was trained under feature spec {bundle.layout.spec_version} and needs "
+            f"{shown}, which feature spec {DEFAULT_SPEC.version} does not compute: retrain it (payroute train)"
+        )
 
 
 class ModelSlot:

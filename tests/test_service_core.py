@@ -434,3 +434,28 @@ def test_public_id_copy_equals_dataclasses_replace():
     assert type(copy) is type(decision)
     assert copy == dataclasses.replace(decision, decision_id="b1.0000000001.x")
     assert decision.decision_id != "b1.0000000001.x"
+
+
+def test_a_champion_trained_under_another_feature_spec_is_refused_not_served_degraded(bundle_dir, tmp_path):
+    """A bundle whose model reads a feature the serving spec no longer computes (here the last history
+    feature renamed, as a half-life change renames it) is refused at load with a message naming the feature
+    and what to do — so the service keeps its current champion and `payroute serve` trains a new one —
+    instead of loading and answering every request degraded."""
+    import dataclasses
+
+    from payroute.model_bundle import BundleError, ModelBundle, write_bundle
+    from payroute.serving.cli import unservable_reason
+
+    good = ModelBundle.load(bundle_dir / "champion")
+    names = list(good.feature_names)
+    names[-1] = names[-1] + "_old"
+    write_bundle(
+        tmp_path / "old" / "champion", layout=dataclasses.replace(good.layout, feature_names=tuple(names), spec_version="old"),
+        approval_model_text=good.approval_booster.model_to_string(), calibrator=good.calibrator, cost_model_texts={},
+        metrics={"demo": 1.0}, version="old-1",
+    )
+    with pytest.raises(BundleError, match=f"{names[-1]}.*retrain"):
+        ModelSource(models_dir=tmp_path / "old").load()
+    assert "retrain" in unservable_reason(tmp_path / "old")
+    assert unservable_reason(bundle_dir) is None
+    assert ModelSource(models_dir=bundle_dir).load().version == good.version

@@ -121,3 +121,24 @@ def test_loading_an_unknown_alias_names_model_and_alias(store):
 
     with pytest.raises(LookupError, match="registered model 'payroute' has alias 'challenger'"):
         load_registered(store["uri"], alias="challenger")
+
+
+def test_a_champion_the_current_features_cannot_feed_is_replaced(tmp_path, table):
+    """A champion trained before a feature change (it reads ``psp_rate_14d``, which the current spec no longer
+    computes) cannot be compared on the candidate's test period nor served: the next run replaces it, even
+    with a far worse model, says why, and exports itself."""
+    from payroute.training.dataset import TableSpec
+
+    uri, models = default_tracking_uri(tmp_path), tmp_path / "models"
+    old_spec = TableSpec(
+        feature_names=(*SYNTHETIC_SPEC.feature_names[:-1], "psp_rate_14d"),
+        categorical_features=SYNTHETIC_SPEC.categorical_features, version="synthetic-old",
+    )
+    old_table = table.assign(psp_rate_14d=table["psp_recent_rate"])
+    config = dict(seed=SEED, num_threads=1, progress=False)
+    old = log_training_run(train_models(old_table, old_spec, TrainingConfig(num_boost_round=200, **config)), uri, models_dir=models)
+    assert old.decision.promote
+    new = log_training_run(train_models(table, SYNTHETIC_SPEC, TrainingConfig(num_boost_round=2, **config)), uri, models_dir=models)
+    assert new.decision.promote and new.champion_version == new.version == "2"
+    assert "cannot be served" in new.decision.reason and "psp_rate_14d" in new.decision.reason
+    assert ModelBundle.load(models / "champion").version == "2"

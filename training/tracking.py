@@ -163,16 +163,26 @@ def log_training_run(
 
         champion = current_champion(tracking_uri)
         champion_metrics = None
+        unservable: list[str] = []
         if champion is not None:
             from payroute.model_bundle import load_registered
 
             champion_bundle = load_registered(tracking_uri, alias=CHAMPION_ALIAS, dst_path=Path(scratch) / "champion")
             champion_metrics = champion_metrics_on(result, champion_bundle)
-            if champion_metrics is None:  # different features: fall back to its own recorded test metrics
-                champion_metrics = {"log_loss": champion_bundle.metrics["test_log_loss"], "ece": champion_bundle.metrics["test_ece"]}
-            mlflow.log_metrics({"champion_test_log_loss": champion_metrics["log_loss"], "champion_test_ece": champion_metrics["ece"]})
+            known = set(result.layout.feature_names)
+            unservable = [name for name in champion_bundle.feature_names if name not in known]
+            if champion_metrics is not None:
+                mlflow.log_metrics({"champion_test_log_loss": champion_metrics["log_loss"], "champion_test_ece": champion_metrics["ece"]})
         candidate = {"log_loss": result.metrics["test_log_loss"], "ece": result.metrics["test_ece"]}
-        decision = promotion_decision(candidate, champion_metrics, ece_tolerance)
+        if champion is not None and champion_metrics is None:
+            # The champion reads features this code's spec no longer computes (trained before a feature
+            # change): it cannot be compared on this test period, and the service cannot serve it.
+            decision = PromotionDecision(
+                True, f"champion {champion.version} needs features the current feature spec does not compute "
+                f"({', '.join(unservable[:3]) or 'unreadable test frame'}): it cannot be served"
+            )
+        else:
+            decision = promotion_decision(candidate, champion_metrics, ece_tolerance)
         if decision.promote:
             client.set_registered_model_alias(REGISTERED_MODEL_NAME, CHAMPION_ALIAS, version)
         tags = {
