@@ -128,6 +128,7 @@ class OnlineFeatureStore:
                     self._plan.raw_offsets[(name, *layout[0])],
                 ))
         self._empties = [np.zeros(len(rates) + 1) for _, _, _, rates, _ in self._levels]
+        self._key_parts = [(name + "|", fields) for name, fields, *_ in self._levels]  # for _counter_rows' keys
         # Column maps of a row of side-by-side level states onto the raw-counter layout of the plan.
         widths = [len(rates) + 1 for _, _, _, rates, _ in self._levels]
         starts = np.concatenate([[0], np.cumsum(widths)[:-1]])
@@ -245,8 +246,8 @@ class OnlineFeatureStore:
     def _counter_rows(self, fields: Mapping[str, Any], psps: Sequence[str], band: float) -> np.ndarray:
         """Each PSP's level states side by side, copied now: (len(psps), Σ level widths)."""
         values = self._key_values(fields, band)
-        suffixes = ["".join("|" + values[f] for f in level_fields) for _, level_fields, *_ in self._levels]
-        keys = [f"{name}|{p}{suffix}" for p in psps for (name, *_), suffix in zip(self._levels, suffixes)]
+        parts = [(prefix, "".join(["|" + values[f] for f in level_fields])) for prefix, level_fields in self._key_parts]
+        keys = [prefix + p + suffix for p in psps for prefix, suffix in parts]  # _level_keys' "name|psp|values"
         states = self.backend.get_many(keys)
         empties = self._empties * len(psps)
         matrix = np.concatenate([empty if state is None else state for state, empty in zip(states, empties)])

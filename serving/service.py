@@ -64,7 +64,7 @@ def decision_body(decision: Any) -> dict[str, Any]:
                 "p_approve": item.p_approve,
                 "expected_cost": item.expected_cost,
                 "score": item.score,
-                "reasons": _reasons(item.reasons),
+                "reasons": item.reasons,  # Reasons are {"code", "value"} dicts already (static ones too)
             }
             for item in decision.ranking
         ],
@@ -74,13 +74,6 @@ def decision_body(decision: Any) -> dict[str, Any]:
         "degraded": bool(decision.degraded),
         "objective": getattr(decision, "objective", None),
     }
-
-
-def _reasons(reasons: Any) -> list[dict[str, Any]]:
-    """Router ``Reason`` pairs (code, value) as dicts; a static decision's reasons are ready-made dicts."""
-    if reasons and isinstance(reasons[0], dict):
-        return list(reasons)
-    return [{"code": code, "value": value} for code, value in reasons]
 
 
 def json_response(body: dict[str, Any]) -> Response:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from decimal import Decimal
 
 import numpy as np
+import orjson
 import pytest
 
 from payroute.catalog import load_catalog
 from payroute.contracts import AttemptOutcome, Transaction
 from payroute.serving.routing import Router, RoutingConfig, TablePredictor
+from payroute.serving.routing.decision import Decision, RankedPsp, Reason
 
 CATALOG = load_catalog()
 T0 = dt.datetime(2026, 11, 2, 12, tzinfo=dt.timezone.utc)
@@ -176,6 +179,34 @@ def test_decision_json_carries_the_public_contract():
     codes = {r["code"] for r in body["ranking"][0]["reasons"]}
     assert {"model_probability", "posterior_adjustment", "health", "fee_eur", "fx_eur", "chargeback_eur"} <= codes
 
+
+
+def test_a_reason_is_its_own_json_object_and_cannot_change():
+    reason = Reason(code="fee_eur", value=1.25)
+    assert (reason.code, reason.value) == ("fee_eur", 1.25) and Reason(code="explored").value is None
+    assert orjson.dumps((reason,)) == b'[{"code":"fee_eur","value":1.25}]'  # encoded as the contract's object
+    assert hash(reason) == hash(Reason(code="fee_eur", value=1.25)) and reason == {"code": "fee_eur", "value": 1.25}
+    for mutate in (lambda: reason.__setitem__("value", 2), lambda: reason.update(value=2), lambda: reason.pop("code"),
+                   lambda: reason.clear(), lambda: reason.setdefault("x", 1), lambda: reason.popitem()):
+        with pytest.raises(TypeError, match="immutable"):
+            mutate()
+    assert reason == {"code": "fee_eur", "value": 1.25}
+
+
+def test_decisions_built_without_init_equal_the_constructors_and_hold_every_field():
+    """The router builds RankedPsp and Decision with ``build`` (no per-field __setattr__): each must equal
+    the dataclass's own constructor on the same fields, and carry exactly the declared fields."""
+    router = Router(CATALOG, TablePredictor(PREDICTED), seed=3)
+    decisions = [router.rank(transaction(id=f"t-{i}")) for i in range(3)]
+    decisions += router.rank_many([transaction(id=f"u-{i}") for i in range(3)])
+    for decision in decisions:
+        assert set(decision.__dict__) == {f.name for f in dataclasses.fields(Decision)}
+        assert Decision(**decision.__dict__) == decision
+        for item in decision.ranking:
+            assert set(item.__dict__) == {f.name for f in dataclasses.fields(RankedPsp)}
+            assert RankedPsp(**item.__dict__) == item
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                item.psp = "other"
 
 def _replay(seed: int) -> list[dict]:
     router = Router(CATALOG, TablePredictor(PREDICTED), seed=seed)

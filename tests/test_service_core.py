@@ -18,6 +18,7 @@ import datetime as dt  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import orjson  # noqa: E402
 import pytest  # noqa: E402
 
 from payroute.catalog import load_catalog  # noqa: E402
@@ -257,7 +258,7 @@ def test_batch_ranking_equals_one_by_one_and_logs_every_decision(bundle_dir, tmp
 def test_plain_decision_body_is_the_response_contract(bundle_dir, tmp_path):
     """/rank_batch encodes decisions without the response models: the body must be what they would give."""
     from payroute.serving.schemas import RankResponse
-    from payroute.serving.service import decision_body
+    from payroute.serving.service import decision_body, json_response
 
     core = ScoringCore(CATALOG, tmp_path, ServiceMetrics())
     static = core.rank(TRANSACTION)  # no model: degraded router answer
@@ -265,7 +266,8 @@ def test_plain_decision_body_is_the_response_contract(bundle_dir, tmp_path):
     routed = core.rank(TRANSACTION)
     for decision in (static, routed, static_decision(CATALOG, TRANSACTION, "d1", cause="router_error")):
         body = decision_body(decision)
-        assert RankResponse.model_validate(body).model_dump(mode="json") == body
+        sent = orjson.loads(json_response(body).body)  # what goes on the wire (reasons are Reason dicts in a tuple)
+        assert RankResponse.model_validate(body).model_dump(mode="json") == sent
     assert len(decision_body(routed)["ranking"][0]["reasons"]) > 5
     core.close()
 

@@ -256,12 +256,12 @@ def first_place_policies(
     base = np.where(
         valid, np.where(all_healthy[:, None] | healthy, floor[:, None], np.maximum(probe_rate, floor)[:, None]), 0.0
     )
-    core_mass = 1.0 - _row_sums(base)
+    core_mass = 1.0 - row_sums(base)
     crowded = core_mass < 0
     if crowded.any():  # more demoted PSPs than probe mass allows: probe uniformly
         base[crowded] = np.where(valid[crowded], (1.0 / m[crowded])[:, None], 0.0)
         core_mass[crowded] = 0.0
-    budget = exploration_cap - _row_sums(base * gaps)
+    budget = exploration_cap - row_sums(base * gaps)
     thompson = np.zeros((n, width))
     weight = np.zeros(n)
     drawing = (budget > 0) & (core_mass > 0) & (considered.sum(axis=1) > 1)
@@ -276,7 +276,7 @@ def first_place_policies(
         cells = (winners + (np.arange(len(drawing)) * width)[:, None]).ravel()
         counts = np.bincount(cells, minlength=len(drawing) * width).reshape(len(drawing), width)
         thompson[drawing] = counts / samples
-        regret = core_mass[drawing] * _row_sums(thompson[drawing] * gaps[drawing])
+        regret = core_mass[drawing] * row_sums(thompson[drawing] * gaps[drawing])
         within = regret <= budget[drawing]
         weight[drawing] = np.where(within, 1.0, budget[drawing] / np.where(within, 1.0, regret))
     core = weight[:, None] * thompson
@@ -284,7 +284,7 @@ def first_place_policies(
     return FirstPlacePolicies(base + core_mass[:, None] * core, thompson, greedy, weight, gaps, uniforms)
 
 
-def _row_sums(values: np.ndarray) -> np.ndarray:
+def row_sums(values: np.ndarray) -> np.ndarray:
     """Sums over the last axis, left to right (as Python's ``sum`` of one row: trailing zeros change nothing,
     whereas numpy's pairwise sum and BLAS dot group terms by length)."""
     total = values[:, 0].copy()

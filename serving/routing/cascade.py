@@ -9,6 +9,7 @@ PSP sharing an acquiring region with it is less likely to succeed: its P(approve
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,18 +48,21 @@ def shares_region(regions_by_psp: Sequence[frozenset[str]], regions: frozenset[s
 
 def cascade_order(
     first: int,
-    score: np.ndarray,
-    score_after_same_region_decline: np.ndarray,
-    overlap: np.ndarray,
-    demoted: np.ndarray,
+    score: Sequence[float],
+    score_after_same_region_decline: Sequence[float],
+    overlap: Sequence[Sequence[bool]],
+    demoted: Sequence[bool],
 ) -> list[int]:
     """Positions after ``first``, each chosen assuming every PSP placed before it soft-declined.
 
     Greedy by score, using ``score_after_same_region_decline`` (the score with P(approve) multiplied by
     the retry factor) for PSPs whose acquiring regions overlap an earlier position's
-    (``overlap[i, j]``: PSPs i and j share a region); demoted PSPs go last. Arrays have shape (m,) or (m, m).
+    (``overlap[i][j]``: PSPs i and j share a region); demoted PSPs go last. Lists (or arrays) of length m,
+    or m × m for ``overlap``.
     """
-    plain, after, overlaps, down = score.tolist(), score_after_same_region_decline.tolist(), overlap.tolist(), demoted.tolist()
+    plain, after, overlaps, down = (
+        _listed(score), _listed(score_after_same_region_decline), _listed(overlap), _listed(demoted)
+    )
     order = [first]
     remaining = [j for j in range(len(plain)) if j != first]
     penalised = list(overlaps[first])
@@ -73,3 +77,8 @@ def cascade_order(
         remaining.remove(best)
         penalised = [a or b for a, b in zip(penalised, overlaps[best])]
     return order
+
+
+def _listed(values: Any) -> list:
+    """An array as a (nested) list; lists as they are (the router passes lists)."""
+    return values.tolist() if isinstance(values, np.ndarray) else values

