@@ -165,6 +165,10 @@ def local_time(timestamp_us: np.ndarray, country, context: RequestContext) -> tu
     return hour.astype(float), weekday.astype(float)
 
 
+PER_PSP = frozenset({"cross_border", "needs_fx", "psp"})
+"""The request-time features that depend on the candidate PSP; every other one depends on the transaction alone."""
+
+
 def request_features(columns: Mapping[str, object], psp, context: RequestContext,
                      repeats: Sequence[int] | None = None) -> np.ndarray:
     """The request-time features, shape (rows, numeric + categorical) in the spec's order.
@@ -183,37 +187,49 @@ def request_features(columns: Mapping[str, object], psp, context: RequestContext
     if repeats is None:
         def rows(column):  # one transaction row against n PSPs (online)
             return column * n if isinstance(column, list) and len(column) == 1 and n > 1 else column
-
-        def spread(values):  # broadcast when the rows are written
-            return values
     else:
         counts = list(repeats)
 
         def rows(column):
             return [value for value, count in zip(column, counts) for _ in range(count)]
 
-        def spread(values):
-            return np.repeat(np.asarray(values, dtype=float), counts)
-
     eur = amount_eur(columns["amount"], columns["currency"], context)
     hour, weekday = local_time(columns["timestamp_us"], columns["country"], context)
-    numeric = {
-        "amount_eur": spread(eur),
-        "log_amount_eur": spread(np.log1p(eur)),
-        "amount_band": spread(amount_band(eur, spec)),
-        "cross_border": lookup([psp, rows(columns["issuer_country"]), rows(columns["country"])], context.cross_border,
-                               context),
-        "needs_fx": lookup([psp, rows(columns["currency"])], context.needs_fx, context),
-        "local_hour": spread(hour),
-        "local_weekday": spread(weekday),
-        "three_ds": spread(np.asarray(columns["three_ds"], dtype=float)),
-        "first_deposit": spread(np.asarray(columns["first_deposit"], dtype=float)),
-        "attempt": spread(np.asarray(columns["attempt"], dtype=float)),
+    per_transaction = {  # one value per transaction row
+        "amount_eur": eur,
+        "log_amount_eur": np.log1p(eur),
+        "amount_band": amount_band(eur, spec),
+        "local_hour": hour,
+        "local_weekday": weekday,
+        "three_ds": np.asarray(columns["three_ds"], dtype=float),
+        "first_deposit": np.asarray(columns["first_deposit"], dtype=float),
+        "attempt": np.asarray(columns["attempt"], dtype=float),
     }
-    out = np.empty((n, len(spec.numeric_request_features) + len(spec.categorical_features)), order="F")
-    for j, name in enumerate(spec.numeric_request_features):
-        out[:, j] = numeric[name]
-    offset = len(spec.numeric_request_features)
-    for j, name in enumerate(spec.categorical_features):
-        out[:, offset + j] = encode(psp, name, context) if name == "psp" else spread(encode(columns[name], name, context))
+
+    def psp_column(name: str) -> np.ndarray:  # one value per (transaction, PSP) row: the names in PER_PSP
+        if name == "cross_border":
+            return lookup([psp, rows(columns["issuer_country"]), rows(columns["country"])], context.cross_border, context)
+        if name == "needs_fx":
+            return lookup([psp, rows(columns["currency"])], context.needs_fx, context)
+        return encode(psp, "psp", context)
+
+    names = [*spec.numeric_request_features, *spec.categorical_features]
+
+    def transaction_column(name: str) -> np.ndarray:
+        return per_transaction[name] if name in per_transaction else encode(columns[name], name, context)
+
+    if repeats is None:  # one transaction broadcast over the rows, or (offline) one entry per row
+        out = np.empty((n, len(names)), order="F")
+        for j, name in enumerate(names):
+            out[:, j] = psp_column(name) if name in PER_PSP else transaction_column(name)
+        return out
+    # a batch: the transaction-level columns once per transaction, repeated over its rows in one copy
+    by_transaction = np.empty((len(counts), len(names)))
+    for j, name in enumerate(names):
+        if name not in PER_PSP:
+            by_transaction[:, j] = transaction_column(name)
+    out = np.repeat(by_transaction, counts, axis=0)
+    for j, name in enumerate(names):
+        if name in PER_PSP:
+            out[:, j] = psp_column(name)
     return out

@@ -17,6 +17,7 @@ Two SQLite files in WAL mode, so a slow outcome fsync never blocks ranking:
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -272,6 +273,18 @@ _DECISION_COLUMNS = (
 )
 
 
+# Up to this many decisions go in one multi-row INSERT (9 bound values each: 2 304, far below SQLite's
+# 32 766-variable limit); larger groups use BEGIN, executemany, COMMIT.
+_ROWS_PER_STATEMENT = 256
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_decisions(rows: int) -> str:
+    """``INSERT OR IGNORE`` of ``rows`` decisions in one statement (sqlite3 caches the compiled statement)."""
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    return f"INSERT OR IGNORE INTO decisions ({_DECISION_COLUMNS}) VALUES {values}"
+
+
 class DecisionLog:
     """Decisions issued: written before the answer (one WAL transaction per call, no fsync), recent ones cached."""
 
@@ -292,11 +305,11 @@ class DecisionLog:
              int(r.degraded), r.issued_at, orjson.dumps(dict(r.baselines)).decode() if r.baselines else None)
             for r in records
         ]
-        insert = f"INSERT OR IGNORE INTO decisions ({_DECISION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         with self._lock:
-            if len(rows) == 1:  # autocommit: one statement is one transaction, without BEGIN/COMMIT round trips
-                self._connection.execute(insert, rows[0])
+            if len(rows) <= _ROWS_PER_STATEMENT:  # one statement is one transaction: no BEGIN/COMMIT round trips
+                self._connection.execute(_insert_decisions(len(rows)), [value for row in rows for value in row])
             else:
+                insert = _insert_decisions(1)
                 self._connection.execute("BEGIN")
                 try:
                     self._connection.executemany(insert, rows)

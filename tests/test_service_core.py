@@ -134,6 +134,21 @@ def test_decision_log_writes_before_returning_and_serves_from_disk_after_a_resta
     reopened.close()
 
 
+
+@pytest.mark.parametrize("count", [2, 256, 300])  # one multi-row statement up to 256; BEGIN/executemany/COMMIT above
+def test_decision_log_writes_a_group_in_one_transaction_and_reads_every_row_back(tmp_path, count):
+    rows = [DecisionRecord(f"d{i}", f"t{i}", TRANSACTION.model_dump_json(), "euroacq" if i % 2 else None,
+                           None if i % 3 else 0.25, "v1", bool(i % 2), 1.0 + i, {"euroacq": i / 1000} if i % 2 else {})
+            for i in range(count)]
+    log = DecisionLog(tmp_path / "decisions.sqlite")
+    log.record(rows)
+    log.record(rows[:1])  # an issued id again: ignored, not an error
+    log.close()
+    reopened = DecisionLog(tmp_path / "decisions.sqlite")  # from disk, not from the cache
+    assert reopened._connection.execute("SELECT count(*) FROM decisions").fetchone()[0] == count
+    assert [reopened.lookup(row.decision_id) for row in rows] == rows
+    reopened.close()
+
 def test_concurrent_appends_share_commits_and_keep_idempotency(tmp_path):
     """Group commit: 8 threads × 25 outcomes, fewer fsyncs than outcomes; every result as if alone."""
     committed: list[int] = []

@@ -196,12 +196,17 @@ class Router:
         segment = common["segment"]
 
         known = ~np.isnan(model_probability)
-        cold_mean = float(model_probability[known].mean()) if known.any() else NEUTRAL_PRIOR
         clipped = np.minimum(np.maximum(model_probability, PROBABILITY_EPSILON), 1 - PROBABILITY_EPSILON)  # = np.clip
-        prior = np.where(known, clipped, cold_mean)
-        retry_regions = soft_declined_regions(self.catalog, plan.previous)
-        same_region = shares_region([self._regions[j] for j in index], retry_regions)
-        prior = np.where(same_region, prior * self.config.same_region_retry_factor, prior)
+        if known.all():  # the cold mean fills only PSPs the model does not know
+            prior = clipped
+        else:
+            prior = np.where(known, clipped, float(model_probability[known].mean()) if known.any() else NEUTRAL_PRIOR)
+        if plan.previous:  # a retry: PSPs sharing an acquiring region with a soft decline are marked down
+            retry_regions = soft_declined_regions(self.catalog, plan.previous)
+            same_region = shares_region([self._regions[j] for j in index], retry_regions)
+            prior = np.where(same_region, prior * self.config.same_region_retry_factor, prior)
+        else:
+            same_region = np.zeros(len(index), dtype=bool)
         prior_strength = np.where(known, self.config.prior_strength, self.config.cold_prior_strength)
         evidence, residual = self.posterior.evidence(segment, plan.now)
         shift = self.posterior.shared_shift(self.config.prior_strength, plan.now)
