@@ -156,3 +156,21 @@ def test_decision_ids_are_the_bytes_of_the_id_stream():
     assert [_uuid4(ours) for _ in range(500)] == expected
     assert _uuid4_many(batch, 200) + _uuid4_many(batch, 300) == expected
     assert ours.bit_generator.state["state"] == theirs.bit_generator.state["state"] == batch.bit_generator.state["state"]
+
+
+@pytest.mark.parametrize("raws", [
+    [np.array([0.2, 0.9]), np.array([0.5])],  # a batch predictor's answer: one check for all rows
+    [np.array([0.2, 1.2]), np.array([0.5])],  # one row out of range: that row alone degrades
+    [np.array([0.2, 0.9]), np.array([0.5, 0.6])],  # wrong length
+    [[0.2, 0.9], np.array([0.5], dtype=np.float32)],  # not float64 vectors: converted row by row
+    [np.array([np.nan, 0.3]), np.array([0.5])],  # NaN: a PSP the model does not know, kept
+])
+def test_batch_check_of_predictions_equals_the_row_by_row_check(raws):
+    from payroute.serving.routing.router import _checked, _checked_many
+
+    counts = [2, 1]
+    expected = [_checked(raw, count) for raw, count in zip(raws, counts)]
+    got = _checked_many(raws, counts)
+    assert [why for _, why in got] == [why for _, why in expected]
+    for (value, _), (reference, _) in zip(got, expected):
+        assert (value is None and reference is None) or np.array_equal(value, reference, equal_nan=True)

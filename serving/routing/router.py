@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -47,6 +48,7 @@ NEUTRAL_PRIOR = 0.5
 ELIGIBILITY_FIELDS: tuple[str, ...] = (
     *dict.fromkeys(f for f in (*(r.field for r in ELIGIBILITY_RULES), "currency") if f != "amount"), "amount"
 )
+_eligibility_values = operator.attrgetter(*ELIGIBILITY_FIELDS)  # a transaction's values of those fields, in order
 ROUTE_CACHE_SIZE = 4096  # distinct (eligibility fields, amount band) keys kept; the cache restarts when full
 
 
@@ -145,7 +147,7 @@ class Router:
         if decision_id is None:
             decision_id = _uuid4(self._id_rng)
         segment = segment_of(transaction)
-        fields = tuple(_plain(getattr(transaction, name)) for name in ELIGIBILITY_FIELDS)
+        fields = tuple([_plain(value) for value in _eligibility_values(transaction)])
         if previous or exclude:
             route = self._route(dict(zip(ELIGIBILITY_FIELDS, fields)), previous, exclude)
         else:  # first attempts: one route per eligibility key, the amount as its band against the limits
@@ -343,7 +345,7 @@ class Router:
             try:
                 raws = batch([(plan.transaction, plan.eligible) for plan in plans])
                 if len(raws) == len(plans):
-                    return {id(plan): _checked(raw, len(plan.eligible)) for plan, raw in zip(plans, raws)}
+                    return dict(zip(map(id, plans), _checked_many(raws, [len(plan.eligible) for plan in plans])))
             except Exception:  # fall back to one call per transaction: the same answers as rank()
                 pass
         return {id(plan): self._predict(plan) for plan in plans}
@@ -681,6 +683,17 @@ def _checked(raw: Any, count: int) -> tuple[np.ndarray | None, str | None]:
     if np.any((probability < 0) | (probability > 1)):
         return None, "predictor_out_of_range"
     return probability, None
+
+
+def _checked_many(raws: Sequence[Any], counts: list[int]) -> list[tuple[np.ndarray | None, str | None]]:
+    """``[_checked(raw, count) ...]``: one range check over every row when each is already a float64 vector
+    of its length (a batch predictor's answer), else row by row (each row keeps its own failure)."""
+    if all(type(raw) is np.ndarray and raw.dtype == np.float64 and raw.shape == (count,)
+           for raw, count in zip(raws, counts)):
+        values = np.concatenate(raws) if raws else np.zeros(0)
+        if not np.any((values < 0) | (values > 1)):
+            return [(raw, None) for raw in raws]
+    return [_checked(raw, count) for raw, count in zip(raws, counts)]
 
 
 def _plain(value: Any) -> Any:
