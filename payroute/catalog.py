@@ -192,8 +192,8 @@ class Catalog(_Config):
         return {code: float(rate) for code, rate in self.fx_rates.items()}
 
     @cached_property
-    def _amount_limits(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.array([check[3] for check in self._psp_checks]), np.array([check[4] for check in self._psp_checks])
+    def _amount_limit_pairs(self) -> tuple[tuple[float, float], ...]:
+        return tuple((check[3], check[4]) for check in self._psp_checks)
 
     def amount_band(self, currency: Any, amount: Any) -> bytes:
         """Per PSP, where the amount sits against its limits: 0 within, 1 below, 2 above (EUR floats,
@@ -205,8 +205,8 @@ class Catalog(_Config):
         if rate is None:
             return b""
         amount_eur = float(amount) / rate
-        low, high = self._amount_limits
-        return ((amount_eur < low) + 2 * (amount_eur > high)).astype(np.uint8).tobytes()
+        # a Python loop over the few PSPs: numpy's per-call overhead costs more than the comparisons
+        return bytes([(amount_eur < low) + 2 * (amount_eur > high) for low, high in self._amount_limit_pairs])
 
     def eligibility(self, transaction: Mapping[str, Any] | Any) -> "EligibilityReport":
         """Which PSPs may take this transaction, and for the others the first rule that excluded them.

@@ -207,6 +207,10 @@ def test_decisions_built_without_init_equal_the_constructors_and_hold_every_fiel
             assert RankedPsp(**item.__dict__) == item
             with pytest.raises(dataclasses.FrozenInstanceError):
                 item.psp = "other"
+    from payroute.serving.routing.router import _Plan
+
+    plan = router._plan(transaction(), 1, (), (), "expected_value", T0.timestamp())  # also built with ``build``
+    assert set(plan.__dict__) == {f.name for f in dataclasses.fields(_Plan)} and _Plan(**plan.__dict__) == plan
 
 def _replay(seed: int) -> list[dict]:
     router = Router(CATALOG, TablePredictor(PREDICTED), seed=seed)

@@ -39,8 +39,8 @@ PROBABILITY_EPSILON = 1e-4
 
 def segment_of(transaction: Transaction) -> str:
     """The bandit's segment key: country × payment method × card network."""
-    network = transaction.card_network.value if transaction.card_network is not None else "-"
-    return f"{transaction.country}|{transaction.payment_method.value}|{network}"
+    network = transaction.card_network._value_ if transaction.card_network is not None else "-"  # = .value
+    return f"{transaction.country}|{transaction.payment_method._value_}|{network}"
 
 
 def _clip_probability(values: np.ndarray) -> np.ndarray:

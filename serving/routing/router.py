@@ -166,7 +166,11 @@ class Router:
         halt = stop_reason(previous) or (None if eligible else "no_eligible_psp")
         previous_class = previous[-1].decline_class if previous else None
         terms = self._cost_terms(transaction, eligible, index) if halt is None and with_terms else None
-        return _Plan(transaction, attempt, previous, objective, now, common, eligible, index, halt, terms, previous_class)
+        return build(_Plan, {
+            "transaction": transaction, "attempt": attempt, "previous": previous, "objective": objective, "now": now,
+            "common": common, "eligible": eligible, "index": index, "halt": halt, "terms": terms,
+            "previous_class": previous_class,
+        })
 
     def _route(self, fields: dict[str, Any], previous: tuple[AttemptOutcome, ...], exclude: tuple[str, ...]) -> "_Route":
         """Eligible PSPs (catalogue rules, minus those tried or excluded by the caller) and the exclusions."""
