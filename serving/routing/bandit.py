@@ -328,7 +328,9 @@ def _draws_in_order(
             position += 1
         uniforms[r] = random()
     mu, kappa = mean[rows][:, None, :], strength[rows][:, None, :]
-    draws = _clip_probability(mu + np.sqrt(mu * (1 - mu) / (kappa + 1)) * normals)
+    normals *= np.sqrt(mu * (1 - mu) / (kappa + 1))  # in place: μ + spread·z, the same bits (+ and × commute)
+    normals += mu
+    draws = _clip_probability(normals)
     outside = ~considered[rows]
     if outside.any():
         draws[np.broadcast_to(outside[:, None, :], draws.shape)] = 0.5

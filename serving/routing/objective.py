@@ -51,14 +51,20 @@ class CostTerms:
 
 def expected_cost(approval: np.ndarray, terms: CostTerms) -> np.ndarray:
     """E[cost] in EUR; ``approval`` has shape (m,) or (K, m)."""
-    return approval * terms.cost_if_approved + (1.0 - approval) * terms.fee_if_declined
+    declined = 1.0 - approval
+    declined *= terms.fee_if_declined  # in place, the same bits as ``p·C + (1 − p)·D``
+    cost = approval * terms.cost_if_approved
+    cost += declined
+    return cost
 
 
 def score(objective: str, approval: np.ndarray, terms: CostTerms, *, min_probability: float = 0.05) -> np.ndarray:
     """Objective value per PSP (higher is better); broadcasts over a leading sample axis."""
     cost = expected_cost(approval, terms)
     if objective == "expected_value":
-        return approval * terms.value_if_approved - cost
+        value = approval * terms.value_if_approved
+        value -= cost  # in place (a batch scores (rows, K, width) draws): the bits of ``p·V − cost``
+        return value
     if objective == "approval_first":
         return approval - APPROVAL_FIRST_TIE_BREAK * cost / np.maximum(terms.amount_eur, 1e-9)
     if objective == "least_cost":
