@@ -23,6 +23,7 @@ from payroute.contracts import DeclineClass, Transaction
 from payroute.model_bundle import CHAMPION_ALIAS, MANIFEST_FILE, REGISTERED_MODEL_NAME, ModelBundle
 
 CHAMPION_DIR = "champion"
+SMALL_ROWS = 16  # up to this many rows NativeScorer predicts row by row (no per-call config parse)
 
 
 class NoModelError(RuntimeError):
@@ -161,13 +162,18 @@ class NativeScorer:
     output on every call: ≈ 34 µs for the 4 rows of one /rank, of which the tree walk is a few. This
     makes the one C call it ends in (``LGBM_BoosterPredictForMat``, same arguments: row-major float64,
     normal prediction, the same iteration limit, ``num_threads=1``), so the values are the same bits
-    (tested against ``Booster.predict``). Any LightGBM whose private ctypes handles differ, or a
-    non-binary model, falls back to ``Booster.predict``.
+    (tested against ``Booster.predict``). Matrices of up to :data:`SMALL_ROWS` rows (one /rank, a small
+    coalesced group) go row by row through ``LGBM_BoosterPredictForMatSingleRowFast`` on a FastConfig
+    made once here, which skips the per-call parse of the prediction config: ≈ 20 µs less per /rank
+    inside a request (same bits, tested). Any LightGBM whose private ctypes handles differ, or a
+    non-binary model, falls back to ``Booster.predict``. One scorer is used by one thread at a time (the
+    router's lock): the FastConfig's buffers are not shared.
     """
 
     def __init__(self, booster: Any) -> None:
         self.booster = booster  # keeps the C handle alive
         self._call = None
+        self._call_small = None
         try:
             import ctypes
 
@@ -198,13 +204,44 @@ class NativeScorer:
                 return out
 
             self._call = call
+            # Small matrices row by row through a FastConfig (parsed once), skipping the per-call config parse
+            fast = ctypes.c_void_p()
+            check(lib.LGBM_BoosterPredictForMatSingleRowFastInit(
+                handle, c_int(0), c_int(0), c_int(num_iteration), c_int(1), int32(features), params, ctypes.byref(fast),
+            ))
+            self._fast = fast
+            self._free = lib.LGBM_FastConfigFree
+            single = lib.LGBM_BoosterPredictForMatSingleRowFast
+            void_p = ctypes.c_void_p
+
+            def call_small(matrix: np.ndarray) -> np.ndarray:
+                data = np.ascontiguousarray(matrix, dtype=np.float64)
+                if data.ndim != 2 or data.shape[1] != features:
+                    raise ValueError(f"expected a (n, {features}) matrix, got {data.shape}")
+                rows = data.shape[0]
+                out = np.empty(rows, dtype=np.float64)
+                written = int64(0)
+                base, step, target = data.ctypes.data, data.strides[0], out.ctypes.data
+                for i in range(rows):
+                    check(single(fast, void_p(base + i * step), ctypes.byref(written), void_p(target + 8 * i)))
+                return out
+
+            self._call_small = call_small
         except (AttributeError, ImportError):  # another LightGBM layout: the public API
             self._call = None
 
     def __call__(self, matrix: np.ndarray) -> np.ndarray:
         if self._call is None:
             return np.asarray(self.booster.predict(matrix, num_threads=1), dtype=np.float64)
+        if len(matrix) <= SMALL_ROWS and self._call_small is not None:
+            return self._call_small(matrix)
         return self._call(matrix)
+
+    def __del__(self) -> None:
+        fast = getattr(self, "_fast", None)
+        if fast is not None and fast.value:
+            self._free(fast)
+            self._fast = None
 
 
 class BundlePredictor:

@@ -7,6 +7,7 @@ export of the log to the history contract that ``payroute train`` reads.
 
 from __future__ import annotations
 
+import gc
 import os
 import sqlite3
 import tempfile
@@ -222,22 +223,28 @@ def test_fast_encoding_matches_the_bundles_own_prediction(bundle_dir):
 
 
 def test_native_scorer_is_booster_predict_bit_for_bit(bundle_dir):
-    """The direct C call gives exactly ``Booster.predict(matrix, num_threads=1)``, missing values and
-    out-of-range codes included, for one row and for a batch; a wrong width is refused."""
-    from payroute.serving.predictor import NativeScorer
+    """Both direct C paths (the matrix call, and row by row through a FastConfig for small matrices)
+    give exactly ``Booster.predict(matrix, num_threads=1)``, missing values and out-of-range codes
+    included, for one row, the small-path limit and a batch; a wrong width is refused."""
+    from payroute.serving.predictor import SMALL_ROWS, NativeScorer
 
     booster = ModelSource(bundle_dir).load().approval_booster
     scorer = NativeScorer(booster)
-    assert scorer._call is not None  # the fast path is the one under test
+    assert scorer._call is not None and scorer._call_small is not None  # the fast paths are the ones under test
     rng = np.random.default_rng(3)
-    for rows in (1, 4, 700):
+    for rows in (1, 4, SMALL_ROWS, SMALL_ROWS + 1, 700):
         matrix = rng.normal(0, 3, (rows, booster.num_feature()))
         matrix[rng.random(matrix.shape) < 0.2] = np.nan
         expected = booster.predict(matrix, num_threads=1)
         assert np.array_equal(scorer(matrix), expected)
         assert np.array_equal(scorer(np.asfortranarray(matrix)), expected)  # any memory layout
-    with pytest.raises(ValueError):
-        scorer(np.zeros((2, booster.num_feature() + 1)))
+        assert np.array_equal(scorer._call(matrix), expected) and np.array_equal(scorer._call_small(matrix), expected)
+    for call in (scorer._call, scorer._call_small):
+        with pytest.raises(ValueError):
+            call(np.zeros((2, booster.num_feature() + 1)))
+    del scorer  # frees its FastConfig; the booster stays usable
+    gc.collect()
+    assert np.array_equal(NativeScorer(booster)(matrix[:3]), booster.predict(matrix[:3], num_threads=1))
 
 
 def test_ranking_fails_open_when_the_model_breaks(bundle_dir):
