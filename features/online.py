@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import itertools
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
@@ -241,7 +242,8 @@ class OnlineFeatureStore:
         matrix = np.concatenate(blocks)
         raw = read(matrix[:, self._value_columns], matrix[:, self._reference_columns], row_at_us[:, None], self._rates)
         self._plan.history_features(raw, out=out[:, self._n_request :])
-        return np.split(out, np.cumsum(sizes)[:-1]), self.spec.feature_names
+        bounds = [0, *itertools.accumulate(sizes)]  # slices: np.split's Python wrapper costs more for few blocks
+        return [out[a:b] for a, b in zip(bounds, bounds[1:])], self.spec.feature_names
 
     def _counter_rows(self, fields: Mapping[str, Any], psps: Sequence[str], band: float) -> np.ndarray:
         """Each PSP's level states side by side, copied now: (len(psps), Σ level widths)."""

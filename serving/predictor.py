@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,7 +298,8 @@ class BundlePredictor:
         probability = np.asarray(bundle.calibrator.apply(raw), dtype=np.float64)
         if probability.shape != (len(raw),) or not np.all(np.isfinite(probability)):
             raise ValueError("model returned an unusable probability vector")
-        return np.split(probability, np.cumsum([len(block) for block in blocks])[:-1])
+        bounds = [0, *itertools.accumulate(len(block) for block in blocks)]
+        return [probability[a:b] for a, b in zip(bounds, bounds[1:])]
 
     def _encoder_for(self, bundle: ModelBundle, store: Any, names: Sequence[str]) -> tuple[ColumnEncoder, NativeScorer]:
         """The column encoder and the scorer of this bundle (built once per bundle: a reload swaps both)."""

@@ -142,7 +142,7 @@ def test_rank_many_refuses_an_unknown_objective():
 def test_decision_ids_are_the_bytes_of_the_id_stream():
     """Ids come from raw 64-bit draws; they are the UUIDs the former ``Generator.bytes(16)`` gave (so seeded
     runs and restored snapshots keep their ids), one at a time and in a batch."""
-    from payroute.serving.routing.router import _uuid4, _uuid4_many
+    from payroute.serving.routing.router import _FEW_IDS, _uuid4, _uuid4_many
 
     def former(rng):
         raw = bytearray(rng.bytes(16))
@@ -154,7 +154,9 @@ def test_decision_ids_are_the_bytes_of_the_id_stream():
     ours, theirs, batch = (np.random.default_rng(11) for _ in range(3))
     expected = [former(theirs) for _ in range(500)]
     assert [_uuid4(ours) for _ in range(500)] == expected
-    assert _uuid4_many(batch, 200) + _uuid4_many(batch, 300) == expected
+    counts = [0, 1, _FEW_IDS, _FEW_IDS + 1, 200]  # a few ids one at a time, more in one draw
+    counts.append(500 - sum(counts))
+    assert [i for count in counts for i in _uuid4_many(batch, count)] == expected
     assert ours.bit_generator.state["state"] == theirs.bit_generator.state["state"] == batch.bit_generator.state["state"]
 
 

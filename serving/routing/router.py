@@ -717,12 +717,15 @@ def _uuid4(rng: np.random.Generator) -> str:
     return f"{t[:8]}-{t[8:12]}-{t[12:16]}-{t[16:20]}-{t[20:]}"
 
 
+_FEW_IDS = 6
+
+
 def _uuid4_many(rng: np.random.Generator, count: int) -> list[str]:
     """``count`` version-4 UUIDs, 16 bytes each from the id stream: the bytes ``rng.bytes(16)`` gives
     (two raw 64-bit draws, little-endian; tested), taken without ``Generator.bytes``' 7 µs per call.
     One draw of 2·count words equals count draws of two, so a batch gets the ids one by one would."""
-    if count == 0:
-        return []
+    if count <= _FEW_IDS:  # the same draws one id at a time: cheaper for a few
+        return [_uuid4(rng) for _ in range(count)]
     raw = np.frombuffer(rng.bit_generator.random_raw(2 * count).astype("<u8").tobytes(), dtype=np.uint8)
     raw = raw.reshape(count, 16).copy()
     raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40
