@@ -189,13 +189,15 @@ class NativeScorer:
             double_p, int32, c_int, int64 = ctypes.POINTER(ctypes.c_double), ctypes.c_int32, ctypes.c_int, ctypes.c_int64
             predict = lib.LGBM_BoosterPredictForMat
 
-            def call(matrix: np.ndarray) -> np.ndarray:
+            def prepared(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, Any]:
+                """The row-major float64 input (width checked), the output vector, its rows, a written-count cell."""
                 data = np.ascontiguousarray(matrix, dtype=np.float64)
                 if data.ndim != 2 or data.shape[1] != features:
                     raise ValueError(f"expected a (n, {features}) matrix, got {data.shape}")
-                rows = data.shape[0]
-                out = np.empty(rows, dtype=np.float64)
-                written = int64(0)
+                return data, np.empty(data.shape[0], dtype=np.float64), data.shape[0], int64(0)
+
+            def call(matrix: np.ndarray) -> np.ndarray:
+                data, out, rows, written = prepared(matrix)
                 check(predict(
                     handle, data.ctypes.data_as(double_p), c_int(1), int32(rows), int32(features), c_int(1),
                     c_int(0), c_int(0), c_int(num_iteration), params, ctypes.byref(written), out.ctypes.data_as(double_p),
@@ -216,12 +218,7 @@ class NativeScorer:
             void_p = ctypes.c_void_p
 
             def call_small(matrix: np.ndarray) -> np.ndarray:
-                data = np.ascontiguousarray(matrix, dtype=np.float64)
-                if data.ndim != 2 or data.shape[1] != features:
-                    raise ValueError(f"expected a (n, {features}) matrix, got {data.shape}")
-                rows = data.shape[0]
-                out = np.empty(rows, dtype=np.float64)
-                written = int64(0)
+                data, out, rows, written = prepared(matrix)
                 base, step, target = data.ctypes.data, data.strides[0], out.ctypes.data
                 for i in range(rows):
                     check(single(fast, void_p(base + i * step), ctypes.byref(written), void_p(target + 8 * i)))
