@@ -84,6 +84,27 @@ def test_score_broadcasts_over_samples():
     np.testing.assert_allclose(expected_cost(np.ones(len(index)), terms), terms.cost_if_approved)
 
 
+
+@pytest.mark.parametrize("approval_shape, term_shape, value_shape", [
+    ((4,), (4,), ()),  # one decision
+    ((3, 5, 4), (3, 1, 4), (3, 1, 1)),  # a batch's draws against its rows' terms
+    ((), (4,), ()),  # a scalar approval against per-PSP terms (broadcasts wider than the approval)
+    ((4,), (2, 4), (2, 1)),  # terms wider than the approval
+])
+def test_in_place_objective_arithmetic_is_the_plain_expression(approval_shape, term_shape, value_shape):
+    """expected_cost and the expected-value score compute in place where the shapes allow; each must give the
+    bits of the plain expressions ``p·C + (1 − p)·D`` and ``p·V − cost`` for any broadcasting."""
+    from payroute.serving.routing.objective import CostTerms
+
+    rng = np.random.default_rng(5)
+    approval = rng.uniform(size=approval_shape)
+    fee, fx, declined, chargeback = (rng.uniform(0, 3, term_shape) for _ in range(4))
+    value, amount = rng.uniform(1, 9, value_shape), rng.uniform(10, 90, value_shape)
+    terms = CostTerms(fee, fx, declined, chargeback, value, amount)
+    cost = approval * (fee + fx + chargeback) + (1.0 - approval) * declined
+    assert np.array_equal(expected_cost(approval, terms), cost)
+    assert np.array_equal(score("expected_value", approval, terms), approval * value - cost)
+
 @pytest.mark.parametrize(
     "kind, expected",
     [("deposit", "expected_value"), ("withdrawal", "least_cost"), ("affiliate_payout", "least_cost")],

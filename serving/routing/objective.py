@@ -51,10 +51,11 @@ class CostTerms:
 
 def expected_cost(approval: np.ndarray, terms: CostTerms) -> np.ndarray:
     """E[cost] in EUR; ``approval`` has shape (m,) or (K, m)."""
-    declined = 1.0 - approval
-    declined *= terms.fee_if_declined  # in place, the same bits as ``p·C + (1 − p)·D``
     cost = approval * terms.cost_if_approved
-    cost += declined
+    declined = (1.0 - approval) * terms.fee_if_declined
+    if cost.shape != declined.shape:  # the terms broadcast differently: no in-place sum
+        return cost + declined
+    cost += declined  # in place, the same bits as ``p·C + (1 − p)·D``
     return cost
 
 
@@ -63,6 +64,8 @@ def score(objective: str, approval: np.ndarray, terms: CostTerms, *, min_probabi
     cost = expected_cost(approval, terms)
     if objective == "expected_value":
         value = approval * terms.value_if_approved
+        if value.shape != cost.shape:  # e.g. a scalar value against per-PSP costs: no in-place difference
+            return value - cost
         value -= cost  # in place (a batch scores (rows, K, width) draws): the bits of ``p·V − cost``
         return value
     if objective == "approval_first":
