@@ -3,7 +3,9 @@
 Starts ``payroute serve`` (with a champion: ``--models-dir``, else a small demo bundle) and a no-op
 BentoML service taking the same body, then with an httpx async client:
 
-1. closed loop at several concurrency levels: throughput and p50/p99 latency of /rank vs the no-op;
+1. closed loop at several concurrency levels: throughput and p50/p99 latency of /rank vs the no-op, and
+   each server's CPU per answered request (at concurrency 1 a server's one worker is busy all the
+   time, so the throughput ratio is the ratio of the two CPU costs);
 2. open loop at a fixed rate (default 100 req/s): p50/p99 of /rank;
 3. /rank_batch (256 transactions per request): decisions per second;
 4. /feedback (one outcome per call, each for a decision the service issued) at several concurrency
@@ -65,6 +67,22 @@ def start(command: list[str], env: dict[str, str], url: str, log: Path) -> subpr
         except httpx.HTTPError:
             time.sleep(0.3)
     raise RuntimeError(f"{command} did not start; see {log}")
+
+
+def server_cpu(process: subprocess.Popen) -> float:
+    """User + system CPU seconds used so far by a served process and its workers (the server's own cost,
+    apart from the load generator's on the same cores)."""
+    import psutil
+
+    root = psutil.Process(process.pid)
+    total = 0.0
+    for member in (root, *root.children(recursive=True)):
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -200,6 +218,15 @@ def run_closed(client: str, url: str, body: dict, concurrency: int, seconds: flo
     return result.rate, result.latencies, result.failures
 
 
+def measured_closed(client: str, url: str, body: dict, concurrency: int, seconds: float,
+                    server: subprocess.Popen) -> tuple[tuple[float, np.ndarray, int], float]:
+    """:func:`run_closed` and the server's CPU per answered request in µs over the run."""
+    before = server_cpu(server)
+    result = run_closed(client, url, body, concurrency, seconds)
+    answered = len(result[1])
+    return result, (server_cpu(server) - before) / max(answered, 1) * 1e6
+
+
 def run_open(client: str, url: str, body: dict, rate: float, seconds: float) -> tuple[np.ndarray, int]:
     """Open loop at ``rate`` through the chosen client: (latencies s, failures)."""
     if client == "httpx":
@@ -290,13 +317,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         run_closed(client, f"{service_url}/rank", body, 4, 1.0)  # warm-up
         run_closed(client, f"{noop_url}/noop", body, 4, 1.0)
-        print(f"{'concurrency':>11} | {'/rank req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | {'no-op req/s':>11} {'p50 ms':>7} {'p99 ms':>7} | ratio")
+        print("server CPU: user + system CPU of the serving process per answered request (µs)")
+        print(f"{'concurrency':>11} | {'/rank req/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs':>7} | "
+              f"{'no-op req/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs':>7} | ratio")
         for concurrency in (int(c) for c in args.concurrency.split(",")):
-            rank = run_closed(client, f"{service_url}/rank", body, concurrency, seconds)
-            floor = run_closed(client, f"{noop_url}/noop", body, concurrency, seconds)
-            print(f"{concurrency:>11} | {rank[0]:>11.0f} {ms(rank[1], 50):>7.2f} {ms(rank[1], 99):>7.2f} | "
-                  f"{floor[0]:>11.0f} {ms(floor[1], 50):>7.2f} {ms(floor[1], 99):>7.2f} | {rank[0] / floor[0]:.2f}"
-                  f"{'' if rank[2] + floor[2] == 0 else f'  failures {rank[2]}/{floor[2]}'}")
+            rank, rank_cpu = measured_closed(client, f"{service_url}/rank", body, concurrency, seconds, service)
+            floor, floor_cpu = measured_closed(client, f"{noop_url}/noop", body, concurrency, seconds, noop)
+            print(f"{concurrency:>11} | {rank[0]:>11.0f} {ms(rank[1], 50):>7.2f} {ms(rank[1], 99):>7.2f} {rank_cpu:>7.0f} | "
+                  f"{floor[0]:>11.0f} {ms(floor[1], 50):>7.2f} {ms(floor[1], 99):>7.2f} {floor_cpu:>7.0f} | "
+                  f"{rank[0] / floor[0]:.2f}{'' if rank[2] + floor[2] == 0 else f'  failures {rank[2]}/{floor[2]}'}")
         latencies, failures = run_open(client, f"{service_url}/rank", body, args.rate, seconds)
         print(f"/rank at {args.rate:.0f} req/s: p50 {ms(latencies, 50):.2f} ms, p99 {ms(latencies, 99):.2f} ms, "
               f"failures {failures}/{len(latencies)}; load average {os.getloadavg()[0]:.1f}")

@@ -66,6 +66,11 @@ def outcome_weights(status, decline_class, latency_ms) -> np.ndarray:
     return weights
 
 
+def one_transaction(column: object) -> bool:
+    """True for the online store's single-transaction column (a one-item list broadcast over the PSPs)."""
+    return type(column) is list and len(column) == 1
+
+
 def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
@@ -186,7 +191,7 @@ def request_features(columns: Mapping[str, object], psp, context: RequestContext
     n = len(psp)
     if repeats is None:
         def rows(column):  # one transaction row against n PSPs (online)
-            return column * n if isinstance(column, list) and len(column) == 1 and n > 1 else column
+            return column * n if one_transaction(column) and n > 1 else column
     else:
         counts = list(repeats)
 
@@ -220,6 +225,18 @@ def request_features(columns: Mapping[str, object], psp, context: RequestContext
 
     if repeats is None:  # one transaction broadcast over the rows, or (offline) one entry per row
         out = np.empty((n, len(names)), order="F")
+        if one_transaction(columns["country"]):  # its row as floats, broadcast in one copy (same values)
+            code_of = context.code_of
+            out[:] = [
+                np.nan if name in PER_PSP
+                else float(per_transaction[name][0]) if name in per_transaction
+                else code_of[name].get(columns[name][0], np.nan)  # = encode() of the one value
+                for name in names
+            ]
+            for j, name in enumerate(names):
+                if name in PER_PSP:
+                    out[:, j] = psp_column(name)
+            return out
         for j, name in enumerate(names):
             out[:, j] = psp_column(name) if name in PER_PSP else transaction_column(name)
         return out
