@@ -362,3 +362,33 @@ def test_batch_policies_equal_one_decision_at_a_time(seed, n, width):
         assert row.expected_approval_given_up == alone.expected_approval_given_up
         assert int(firsts[r]) == first
         assert not batch.probabilities[r, k:].any()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 40), st.booleans())
+def test_evidence_of_many_times_equals_one_at_a_time(seed, n, shared):
+    """A batch reads every row's decayed evidence and shared shift at once; each row is, bit for bit, what
+    the decision alone reads (rows whose segment has no cell are zero)."""
+    from payroute.serving.routing.bandit import ResidualPosterior
+
+    rng = np.random.default_rng(seed)
+    names = CATALOG.psp_names
+    posterior = ResidualPosterior(names, half_life_s=3600.0 * rng.uniform(0.5, 48), max_evidence=200.0,
+                                  shared_max_evidence=1000.0 if shared else 0.0)
+    segments = [f"S{k}|card|visa" for k in range(4)]
+    start = 1.7e9
+    for _ in range(int(rng.integers(0, 120))):
+        posterior.update(segments[int(rng.integers(0, 3))], names[int(rng.integers(0, len(names)))],
+                         bool(rng.random() < 0.7), float(rng.uniform(0.05, 0.95)), start + float(rng.uniform(0, 86_400)))
+    rows = [segments[int(k)] for k in rng.integers(0, 4, n)]  # S3 never has a cell
+    now = start + rng.uniform(-3_600, 200_000, n)
+    evidence, residual = posterior.evidence_many(rows, now)
+    shifts = posterior.shared_shift(20.0, now[:, None])
+    for i, (segment, at) in enumerate(zip(rows, now.tolist())):
+        one_evidence, one_residual = posterior.evidence(segment, at)
+        assert evidence[i].tobytes() == np.asarray(one_evidence, dtype=np.float64).tobytes()
+        assert residual[i].tobytes() == np.asarray(one_residual, dtype=np.float64).tobytes()
+        one_shift = posterior.shared_shift(20.0, at)
+        assert (shifts is None) == (one_shift is None)
+        if shifts is not None:
+            assert shifts[i].tobytes() == one_shift.tobytes()

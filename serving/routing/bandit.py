@@ -86,15 +86,30 @@ class ResidualPosterior:
         cell = self._cells.get(segment)
         if cell is None:
             return self._empty, self._empty
-        decay = np.exp2(-np.maximum(now - cell[2], 0.0) / self.half_life_s)
-        return cell[0] * decay, cell[1] * decay
+        return self._decayed(cell, now)
 
-    def shared_shift(self, prior_strength: float, now: float) -> np.ndarray | None:
-        """g per catalogue PSP: the pooled residual shrunk toward 0, ``R / (n0 + N)``; None when off or empty."""
+    def evidence_many(self, segments: list[str], now: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`evidence` of many (segment, time) pairs at once: (n, n_psps) arrays, row i equal to
+        ``evidence(segments[i], now[i])`` (the same element-wise arithmetic on the stacked cells)."""
+        evidence, residual = np.zeros((len(segments), len(self.psp_names))), np.zeros((len(segments), len(self.psp_names)))
+        cells = [self._cells.get(segment) for segment in segments]
+        rows = [i for i, cell in enumerate(cells) if cell is not None]
+        if rows:
+            evidence[rows], residual[rows] = self._decayed(np.stack([cells[i] for i in rows]), now[rows][:, None])
+        return evidence, residual
+
+    def shared_shift(self, prior_strength: float, now: float | np.ndarray) -> np.ndarray | None:
+        """g per catalogue PSP: the pooled residual shrunk toward 0, ``R / (n0 + N)``; None when off or empty.
+        ``now`` of shape (n, 1) gives the (n, n_psps) shifts of n times at once."""
         if self.shared_max_evidence <= 0 or SHARED_SEGMENT not in self._cells:
             return None
-        evidence, residual = self.evidence(SHARED_SEGMENT, now)
+        evidence, residual = self._decayed(self._cells[SHARED_SEGMENT], now)
         return residual / (prior_strength + evidence)
+
+    def _decayed(self, cells: np.ndarray, now: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Count and residual of cells (3, n_psps) or (n, 3, n_psps) decayed to ``now`` (a float, or (n, 1))."""
+        decay = np.exp2(-np.maximum(now - cells[..., 2, :], 0.0) / self.half_life_s)
+        return cells[..., 0, :] * decay, cells[..., 1, :] * decay
 
     def update(self, segment: str, psp: str, approved: bool, model_probability: float, now: float) -> None:
         """Add one outcome the PSP is accountable for (approval, or a PSP-class failure)."""

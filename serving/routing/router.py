@@ -535,8 +535,6 @@ class _BatchArithmetic:
         valid = np.zeros((n, width), dtype=bool)
         fee, fx, declined, chargeback = (np.zeros((n, width)) for _ in range(4))
         value, amount = np.zeros((n, 1)), np.ones((n, 1))
-        evidence_all, residual_all = np.zeros((n, len(router._index))), np.zeros((n, len(router._index)))
-        shifts = []
         cold_mean = np.full((n, 1), NEUTRAL_PRIOR)
         for r, (plan, probability) in enumerate(zip(plans, probabilities)):
             m = len(plan.eligible)
@@ -544,8 +542,9 @@ class _BatchArithmetic:
             known = ~np.isnan(probability)
             if not known.all():  # only then does the cold mean enter the prior (same expression as _finish)
                 cold_mean[r, 0] = float(probability[known].mean()) if known.any() else NEUTRAL_PRIOR
-            evidence_all[r], residual_all[r] = router.posterior.evidence(plan.common["segment"], plan.now)
-            shifts.append(router.posterior.shared_shift(c.prior_strength, plan.now))
+        now = np.array([plan.now for plan in plans], dtype=np.float64)
+        evidence_all, residual_all = router.posterior.evidence_many([plan.common["segment"] for plan in plans], now)
+        shifts = router.posterior.shared_shift(c.prior_strength, now[:, None])  # (n, n_psps) or None
         _batch_cost_terms(router, plans, index, valid, fee, fx, declined, chargeback, value, amount)
         rows = np.arange(n)[:, None]
         known = ~np.isnan(model)
@@ -553,7 +552,7 @@ class _BatchArithmetic:
         prior = np.where(known, clipped, cold_mean)
         prior_strength = np.where(known, c.prior_strength, c.cold_prior_strength)
         evidence, residual = evidence_all[rows, index], residual_all[rows, index]
-        shift = None if shifts[0] is None else np.stack(shifts)[rows, index]
+        shift = None if shifts is None else shifts[rows, index]
         mean, strength = posterior(prior, prior_strength, evidence, residual, shift)
         demoted = router.health.demoted_mask(list(router.catalog.psp_names))[index] & valid
         terms = CostTerms(fee, fx, declined, chargeback, value, amount)
