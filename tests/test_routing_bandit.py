@@ -318,11 +318,15 @@ def test_bench_settings_win_a_recovered_psp_back():
 # ------------------------------------------------------------------ the batch policy
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 12), width=st.integers(1, 10))
-def test_batch_policies_equal_one_decision_at_a_time(seed, n, width):
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 12), width=st.integers(1, 10), block=st.sampled_from([1, 2, 5, 32]))
+def test_batch_policies_equal_one_decision_at_a_time(seed, n, width, block):
     """``first_place_policies`` on n padded rows = ``first_place_policy`` then ``draw_first`` row after row on
     the same stream, bit for bit: widths 1-10, demoted PSPs (subsets, probes, crowded probe mass), cold
-    posteriors (exact Beta draws), budgets exhausted by the floor, three objectives' scores."""
+    posteriors (exact Beta draws), budgets exhausted by the floor, three objectives' scores, the draws
+    scored ``block`` rows at a time."""
+    from unittest import mock
+
+    from payroute.serving.routing import bandit
     data = np.random.default_rng(seed)
     m = data.integers(1, width + 1, size=n)
     valid = np.arange(width) < m[:, None]
@@ -347,7 +351,8 @@ def test_batch_policies_equal_one_decision_at_a_time(seed, n, width):
         return out
 
     policy_seed = int(data.integers(2**32))
-    batch = first_place_policies(mean, strength, healthy, valid, score_rows, np.random.default_rng(policy_seed), **knobs)
+    with mock.patch.object(bandit, "SCORE_BLOCK_ROWS", block):
+        batch = first_place_policies(mean, strength, healthy, valid, score_rows, np.random.default_rng(policy_seed), **knobs)
     firsts = draw_first_many(batch.probabilities, batch.uniforms)
     rng = np.random.default_rng(policy_seed)
     for r in range(n):

@@ -35,6 +35,9 @@ import numpy as np
 from payroute.contracts import Transaction
 
 PROBABILITY_EPSILON = 1e-4
+SCORE_BLOCK_ROWS = 32
+"""Rows of a batch's (rows, K, width) Thompson draws scored at a time: 32 × 128 × 8 float64 is 256 KiB
+per array, so the objective's element-wise steps and the argmax run in cache rather than memory."""
 
 
 def segment_of(transaction: Transaction) -> str:
@@ -280,14 +283,19 @@ def first_place_policies(
     thompson = np.zeros((n, width))
     weight = np.zeros(n)
     drawing = (budget > 0) & (core_mass > 0) & (considered.sum(axis=1) > 1)
-    draws, uniforms = _draws_in_order(mean, strength, considered, drawing, rng, samples, normal_strength)
+    normals, uniforms, exact_draws = _draws_in_order(mean, strength, considered, drawing, rng, samples, normal_strength)
     drawing = np.flatnonzero(drawing)
     if len(drawing):
-        scores = score_rows(draws, drawing)
+        winners = np.empty((len(drawing), samples), dtype=np.intp)  # each row's K Thompson winners
         outside = ~considered[drawing]
-        if outside.any():
-            scores[np.broadcast_to(outside[:, None, :], scores.shape)] = -np.inf
-        winners = np.argmax(scores, axis=2)  # (d, K)
+        mu, kappa = mean[drawing][:, None, :], strength[drawing][:, None, :]
+        for start in range(0, len(drawing), SCORE_BLOCK_ROWS):  # blocks that stay in cache: same values
+            block = slice(start, start + SCORE_BLOCK_ROWS)
+            draws = _draws_from_normals(normals[block], mu[block], kappa[block], outside[block], exact_draws, start)
+            scores = score_rows(draws, drawing[block])
+            if outside[block].any():
+                scores[np.broadcast_to(outside[block][:, None, :], scores.shape)] = -np.inf
+            winners[block] = np.argmax(scores, axis=2)
         cells = (winners + (np.arange(len(drawing)) * width)[:, None]).ravel()
         counts = np.bincount(cells, minlength=len(drawing) * width).reshape(len(drawing), width)
         thompson[drawing] = counts / samples
@@ -311,12 +319,12 @@ def row_sums(values: np.ndarray) -> np.ndarray:
 def _draws_in_order(
     mean: np.ndarray, strength: np.ndarray, considered: np.ndarray, drawing: np.ndarray, rng: np.random.Generator,
     samples: int, normal_strength: float,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, dict[int, tuple[np.ndarray, np.ndarray]]]:
     """Row by row, as one-by-one decisions consume ``rng``: a drawing row's posterior draws of its considered
     PSPs (K × d normals, or :func:`posterior_draws`' exact Beta draws), then every row's uniform. Returns
-    (len(drawing rows), K, width) draws (0.5 where a row draws nothing, as :func:`score_of_subset` fills
-    them) and the n uniforms. The normals become draws in one pass over all rows (same element-wise
-    arithmetic as :func:`posterior_draws`)."""
+    the (len(drawing rows), K, width) standard normals (zero where a row draws none), the n uniforms, and
+    the exact draws by drawing-row position ({position: (columns, (K, d) draws)});
+    :func:`_draws_from_normals` turns a block of rows into draws."""
     n, width = mean.shape
     rows = np.flatnonzero(drawing)
     normals = np.zeros((len(rows), samples, width))
@@ -324,16 +332,16 @@ def _draws_in_order(
     per_row = considered.sum(axis=1).tolist()
     leading = (considered == (np.arange(width) < considered.sum(axis=1)[:, None])).all(axis=1)  # the first d columns
     uniforms = np.empty(n)
-    beta: list[tuple[int, np.ndarray, np.ndarray]] = []
+    exact_draws: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     position = 0
     standard_normal, random = rng.standard_normal, rng.random
     for r in range(n):
         if drawing[r]:
             if exact[r]:
                 columns = np.flatnonzero(considered[r])
-                beta.append((position, columns, posterior_draws(
+                exact_draws[position] = (columns, posterior_draws(
                     mean[r, columns], strength[r, columns], rng, samples=samples, normal_strength=normal_strength
-                )))
+                ))
             elif per_row[r] == width:  # the whole row: drawn straight into place
                 standard_normal(out=normals[position])
             elif leading[r]:
@@ -342,17 +350,26 @@ def _draws_in_order(
                 normals[position][:, considered[r]] = standard_normal((samples, per_row[r]))
             position += 1
         uniforms[r] = random()
-    mu, kappa = mean[rows][:, None, :], strength[rows][:, None, :]
+    return normals, uniforms, exact_draws
+
+
+def _draws_from_normals(
+    normals: np.ndarray, mu: np.ndarray, kappa: np.ndarray, outside: np.ndarray,
+    exact_draws: dict[int, tuple[np.ndarray, np.ndarray]], offset: int,
+) -> np.ndarray:
+    """A block of drawing rows (positions ``offset`` on) as posterior draws, in place: μ + spread·z clipped
+    (the element-wise arithmetic of :func:`posterior_draws`: same bits), 0.5 where a row draws nothing (as
+    :func:`score_of_subset` fills them), a row's exact Beta draws where it has them."""
     normals *= np.sqrt(mu * (1 - mu) / (kappa + 1))  # in place: μ + spread·z, the same bits (+ and × commute)
     normals += mu
     draws = _clip_probability(normals)
-    outside = ~considered[rows]
     if outside.any():
         draws[np.broadcast_to(outside[:, None, :], draws.shape)] = 0.5
-    for position, columns, values in beta:
-        draws[position] = 0.5
-        draws[position][:, columns] = values
-    return draws, uniforms
+    for position, (columns, values) in exact_draws.items():
+        if offset <= position < offset + len(draws):
+            draws[position - offset] = 0.5
+            draws[position - offset][:, columns] = values
+    return draws
 
 
 def posterior_draws(
