@@ -96,6 +96,18 @@ class ShrinkagePlan:
         self.volume_columns = np.array(volumes, dtype=int)
         self.n_rates = position
         self.level_stages = self._by_level(offsets)
+        # history_features' layout: every stage's rates side by side in stage order (numerators and
+        # denominators gathered once, each stage written to a slice), one scatter to the rate block at the end.
+        self._rate_order = np.concatenate([stage.rate_columns for stage in self.stages])
+        in_stage_order = np.empty(self.n_rates, dtype=np.intp)
+        in_stage_order[self._rate_order] = np.arange(len(self._rate_order))
+        self._numerators = np.concatenate([stage.numerator for stage in self.stages])
+        self._denominators = np.concatenate([stage.denominator for stage in self.stages])
+        bounds = np.cumsum([0, *(len(stage.rate_columns) for stage in self.stages)]).tolist()
+        self._steps = [
+            (slice(a, b), stage, in_stage_order[np.maximum(stage.parent, 0)])
+            for a, b, stage in zip(bounds, bounds[1:], self.stages)
+        ]
 
     def _by_level(self, offsets: dict) -> dict[str, tuple[_Stage, np.ndarray, np.ndarray]]:
         """The same stages regrouped per level, with level-local counter columns: lets the offline
@@ -127,8 +139,18 @@ class ShrinkagePlan:
         rows = raw.shape[0]
         if out is None:
             out = np.empty((rows, self.n_rates + len(self.volume_columns)), order="F")
-        for stage in self.stages:
-            _apply(stage, raw, out)
+        numerator, denominator = raw[:, self._numerators], raw[:, self._denominators]
+        rates = np.empty((rows, self.n_rates))  # stage order; parents come from earlier stages
+        for columns, stage, parents in self._steps:  # the arithmetic of _apply, stage by stage
+            mode = stage.parent_mode
+            if mode == "all":
+                parent = rates[:, parents]
+            elif mode == "mixed":
+                parent = np.where(stage.parent >= 0, rates[:, parents], stage.prior)
+            else:
+                parent = stage.prior
+            rates[:, columns] = shrink(numerator[:, columns], denominator[:, columns], parent, stage.strength)
+        out[:, self._rate_order] = rates
         out[:, self.n_rates :] = raw[:, self.volume_columns]
         return out
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,7 +274,7 @@ class BundlePredictor:
         encoder, scorer = self._encoder_for(bundle, store, names)
         raw = scorer(encoder.encode(store_matrix))  # one thread: tiny matrices
         probability = np.asarray(bundle.calibrator.apply(raw), dtype=np.float64)
-        if probability.shape != (len(psps),) or not np.all(np.isfinite(probability)):
+        if probability.shape != (len(psps),) or not all(map(math.isfinite, probability.tolist())):  # a few values
             raise ValueError("model returned an unusable probability vector")
         return probability
 

@@ -24,7 +24,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -143,6 +143,7 @@ class ScoringCore:
         self._snapshot_lock = threading.Lock()
         self.boot_id = "b" + uuid.uuid4().hex[:10]
         self._issue_numbers = itertools.count()  # ascending public ids within this process
+        self._decision_counters: dict[str, Any] = {}  # payroute_decisions_total's child per first PSP
 
     # ------------------------------------------------------------------ ranking
 
@@ -189,10 +190,11 @@ class ScoringCore:
         """Count and log the decisions (one transaction, written before the answer)."""
         now = time.time()
         records = []
-        firsts: Counter[str] = Counter()
+        firsts: dict[str, int] = {}
         for transaction, decision in zip(transactions, decisions):
             first_psp = decision.ranking[0].psp if decision.ranking else None
-            firsts[first_psp or "none"] += 1
+            key = first_psp or "none"
+            firsts[key] = firsts.get(key, 0) + 1
             records.append(
                 DecisionRecord(
                     decision_id=decision.decision_id,
@@ -207,8 +209,12 @@ class ScoringCore:
                 )
             )
         self.decisions.record(records)
+        counters = self._decision_counters
         for psp, count in firsts.items():
-            self.metrics.decisions.labels(psp).inc(count)
+            counter = counters.get(psp)
+            if counter is None:  # the labelled child once per PSP (labels() takes a lock and builds a key)
+                counter = counters[psp] = self.metrics.decisions.labels(psp)
+            counter.inc(count)
 
     # ------------------------------------------------------------------ learning
 

@@ -11,6 +11,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from payroute.catalog import load_catalog
 from payroute.features import DEFAULT_SPEC, OnlineFeatureStore, build_training_table
@@ -230,3 +232,21 @@ def test_bin_evidence_from_two_months_ago_keeps_most_of_its_weight(catalog):
     for row in (offline, online):
         assert row[f"volume_controllable__psp_bin__{slowest}"] == pytest.approx(expected, rel=1e-6)
         assert expected > 7.5
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 9))
+def test_history_features_in_stage_order_equal_the_stages_one_by_one(seed, rows):
+    """``ShrinkagePlan.history_features`` gathers every stage's counters at once and writes the rates in
+    stage order; its values are, bit for bit, those of applying each stage in turn (``_apply``)."""
+    from payroute.features.derive import ShrinkagePlan, _apply
+
+    plan = ShrinkagePlan(DEFAULT_SPEC)
+    data = np.random.default_rng(seed)
+    raw = data.uniform(0, 50, (rows, plan.raw_width)) * (data.random((rows, plan.raw_width)) < 0.7)
+    reference = np.empty((rows, plan.n_rates + len(plan.volume_columns)))
+    for stage in plan.stages:
+        _apply(stage, raw, reference)
+    reference[:, plan.n_rates:] = raw[:, plan.volume_columns]
+    assert plan.history_features(raw).tobytes() == np.ascontiguousarray(reference).tobytes()
+    assert any(stage.parent_mode == "all" for stage in plan.stages)  # parents read from earlier stages

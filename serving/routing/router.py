@@ -683,7 +683,7 @@ def _checked(raw: Any, count: int) -> tuple[np.ndarray | None, str | None]:
         return None, f"predictor_failed:{type(error).__name__}"
     if probability.shape != (count,):
         return None, "predictor_bad_shape"
-    if np.any((probability < 0) | (probability > 1)):
+    if any(p < 0.0 or p > 1.0 for p in probability.tolist()):  # NaN passes (a PSP the model does not know)
         return None, "predictor_out_of_range"
     return probability, None
 
