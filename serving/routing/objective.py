@@ -20,6 +20,7 @@ import numpy as np
 from payroute.catalog import Catalog, fee_formula
 
 APPROVAL_FIRST_TIE_BREAK = 1e-6
+GATHERED_CACHE_SIZE = 4096  # (currency, eligible PSP positions) pairs kept by FeeTable.components
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class FeeTable:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self._by_currency: dict[str, tuple[np.ndarray, ...]] = {}
+        self._gathered: dict[tuple[str, bytes], tuple[np.ndarray, np.ndarray]] = {}  # (currency, PSP positions)
 
     def coefficients(self, currency: str) -> tuple[np.ndarray, ...]:
         cached = self._by_currency.get(currency)
@@ -111,10 +113,18 @@ class FeeTable:
         return tuple(np.ascontiguousarray(table[:, j]) for j in range(6))
 
     def components(self, currency: str, amount: float, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(fee if approved, FX if approved, fee if declined) in EUR at PSP positions ``index``."""
-        a_fee, a_fx, a_dec, b_fee, b_fx, b_dec = self.coefficients(currency)
-        return (
-            a_fee[index] + b_fee[index] * amount,
-            a_fx[index] + b_fx[index] * amount,
-            a_dec[index] + b_dec[index] * amount,
-        )
+        """(fee if approved, FX if approved, fee if declined) in EUR at PSP positions ``index``: each
+        ``intercept + slope × amount``, the three at once on the coefficients gathered once per
+        (currency, positions)."""
+        key = (currency, index.tobytes())
+        gathered = self._gathered.get(key)
+        if gathered is None:
+            a_fee, a_fx, a_dec, b_fee, b_fx, b_dec = self.coefficients(currency)
+            if len(self._gathered) >= GATHERED_CACHE_SIZE:
+                self._gathered.clear()
+            gathered = self._gathered[key] = (
+                np.stack([a_fee[index], a_fx[index], a_dec[index]]), np.stack([b_fee[index], b_fx[index], b_dec[index]])
+            )
+        intercepts, slopes = gathered
+        fee, fx, declined = intercepts + slopes * amount
+        return fee, fx, declined
