@@ -131,6 +131,7 @@ class ColumnEncoder:
         if missing:
             raise KeyError(f"feature store lacks model feature(s) {', '.join(missing)}")
         self.columns = np.array([position[name] for name in bundle.feature_names], dtype=np.intp)
+        self._same_order = list(bundle.feature_names) == list(store_names)  # a copy instead of a column gather
         tables = []
         for j, name in enumerate(bundle.feature_names):
             if name in bundle.categorical_features:
@@ -148,7 +149,7 @@ class ColumnEncoder:
         self._rows = np.arange(len(tables))
 
     def encode(self, store_matrix: np.ndarray) -> np.ndarray:
-        matrix = store_matrix[:, self.columns]
+        matrix = store_matrix.copy() if self._same_order else store_matrix[:, self.columns]
         if len(self.categorical):
             codes = matrix[:, self.categorical]
             index = np.where(np.isnan(codes), self.last, codes).astype(np.intp)

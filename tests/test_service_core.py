@@ -222,6 +222,25 @@ def test_fast_encoding_matches_the_bundles_own_prediction(bundle_dir):
     core.close()
 
 
+def test_encoder_in_the_stores_column_order_equals_the_column_gather(bundle_dir):
+    """When the bundle lists its features in the store's order the encoder copies the matrix instead of
+    gathering columns: the same input matrix, and the store's matrix is left as it was."""
+    from payroute.serving.predictor import ColumnEncoder
+
+    core = ScoringCore(CATALOG, Path(tempfile.mkdtemp()), ServiceMetrics())
+    bundle = ModelSource(bundle_dir).load()
+    store = core.features
+    matrix, names = store.features_array(TRANSACTION, list(CATALOG.psp_names))
+    encoder = ColumnEncoder(names, store.spec.categories(CATALOG.psp_names), bundle)
+    assert encoder._same_order
+    original = matrix.copy()
+    copied = encoder.encode(matrix)
+    encoder._same_order = False
+    gathered = encoder.encode(matrix)
+    assert copied.tobytes() == gathered.tobytes() and matrix.tobytes() == original.tobytes()
+    core.close()
+
+
 def test_native_scorer_is_booster_predict_bit_for_bit(bundle_dir):
     """Both direct C paths (the matrix call, and row by row through a FastConfig for small matrices)
     give exactly ``Booster.predict(matrix, num_threads=1)``, missing values and out-of-range codes

@@ -201,19 +201,20 @@ class Router:
             return self._degraded(transaction, eligible, index, terms, objective, plan.now, failure, common)
         segment = common["segment"]
 
-        known = ~np.isnan(model_probability)
         clipped = np.minimum(np.maximum(model_probability, PROBABILITY_EPSILON), 1 - PROBABILITY_EPSILON)  # = np.clip
-        if known.all():  # the cold mean fills only PSPs the model does not know
-            prior = clipped
-        else:
+        if all(p == p for p in model_probability.tolist()):  # every PSP known (no NaN): the usual case
+            known = None
+            prior, prior_strength = clipped, self.config.prior_strength  # a scalar strength broadcasts: same bits
+        else:  # the cold mean fills only PSPs the model does not know
+            known = ~np.isnan(model_probability)
             prior = np.where(known, clipped, float(model_probability[known].mean()) if known.any() else NEUTRAL_PRIOR)
+            prior_strength = np.where(known, self.config.prior_strength, self.config.cold_prior_strength)
         if plan.previous:  # a retry: PSPs sharing an acquiring region with a soft decline are marked down
             retry_regions = soft_declined_regions(self.catalog, plan.previous)
             same_region = shares_region([self._regions[j] for j in index], retry_regions)
             prior = np.where(same_region, prior * self.config.same_region_retry_factor, prior)
         else:
             same_region = np.zeros(len(index), dtype=bool)
-        prior_strength = np.where(known, self.config.prior_strength, self.config.cold_prior_strength)
         evidence, residual = self.posterior.evidence(segment, plan.now)
         shift = self.posterior.shared_shift(self.config.prior_strength, plan.now)
         shift = None if shift is None else shift[index]
@@ -397,16 +398,17 @@ class Router:
 
     def _reasons(
         self, terms: CostTerms, model_probability: np.ndarray, prior: np.ndarray, mean: np.ndarray, evidence: np.ndarray,
-        known: np.ndarray, demoted: np.ndarray, same_region: np.ndarray, *, objective: str,
+        known: np.ndarray | None, demoted: np.ndarray, same_region: np.ndarray, *, objective: str,
     ) -> list[tuple[Reason, ...]]:
         """Per PSP: model probability, posterior adjustment (posterior mean − prior mean, after any cascade
-        factor), evidence, health, cost components."""
+        factor), evidence, health, cost components. ``known``: which PSPs the model knows (None: all)."""
         costs = np.stack(
             [terms.fee_if_approved, terms.fx_if_approved, terms.fee_if_declined, terms.chargeback_if_approved]
         ).round(4).tolist()
         value = Reason(code="value_eur", value=round(terms.value_if_approved, 4)) if objective == "expected_value" else None
+        adjustment = mean - prior if known is None else np.where(known, mean - prior, np.nan)  # NaN: a cold PSP
         return _reason_rows(
-            model_probability.tolist(), np.where(known, mean - prior, np.nan).round(6).tolist(),
+            model_probability.tolist(), adjustment.round(6).tolist(),
             evidence.round(3).tolist(), costs, demoted.tolist(), same_region.tolist(), value,
             (Reason(code="same_region_as_declined", value=self.config.same_region_retry_factor),),
         )
