@@ -34,6 +34,7 @@ from payroute.contracts import AttemptOutcome, Transaction
 from payroute.serving.eventlog import AppendResult, DecisionLog, DecisionRecord, OutcomeLog, OutcomeRecord
 from payroute.serving.metrics import ServiceMetrics
 from payroute.serving.predictor import BundlePredictor, ModelSlot
+from payroute.serving.routing.decision import build
 from payroute.serving.static_order import static_decision
 
 try:
@@ -195,19 +196,17 @@ class ScoringCore:
             first_psp = decision.ranking[0].psp if decision.ranking else None
             key = first_psp or "none"
             firsts[key] = firsts.get(key, 0) + 1
-            records.append(
-                DecisionRecord(
-                    decision_id=decision.decision_id,
-                    transaction_id=transaction.id,
-                    transaction_json=transaction.model_dump_json(),
-                    first_psp=first_psp,
-                    propensity=decision.propensity,
-                    model_version=decision.model_version,
-                    degraded=bool(decision.degraded),
-                    issued_at=now,
-                    baselines=getattr(decision, "baselines", {}),
-                )
-            )
+            records.append(build(DecisionRecord, {  # every field, without the frozen __init__ (see build)
+                "decision_id": decision.decision_id,
+                "transaction_id": transaction.id,
+                "transaction_json": transaction.model_dump_json(),
+                "first_psp": first_psp,
+                "propensity": decision.propensity,
+                "model_version": decision.model_version,
+                "degraded": bool(decision.degraded),
+                "issued_at": now,
+                "baselines": getattr(decision, "baselines", {}),
+            }))
         self.decisions.record(records)
         counters = self._decision_counters
         for psp, count in firsts.items():

@@ -15,6 +15,7 @@ import threading
 
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="prom-"))
 
+import dataclasses  # noqa: E402
 import datetime as dt  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -292,6 +293,9 @@ def test_batch_ranking_equals_one_by_one_and_logs_every_decision(bundle_dir, tmp
     for decision, transaction in zip(batched, transactions):
         logged = cores[0].decisions.lookup(decision.decision_id)
         assert logged.transaction_id == transaction.id and logged.baselines == decision.baselines
+        # built without the frozen __init__: every declared field, equal to the constructor's record
+        assert set(logged.__dict__) == {f.name for f in dataclasses.fields(DecisionRecord)}
+        assert DecisionRecord(**logged.__dict__) == logged
     for core in cores:
         core.close()
 

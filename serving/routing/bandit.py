@@ -189,7 +189,8 @@ def first_place_policy(
     the same bits).
     """
     m = len(mean)
-    all_healthy = bool(healthy.all()) or not healthy.any()
+    flags = healthy.tolist()  # a few PSPs: Python's all/any cost less than the array methods
+    all_healthy = all(flags) or not any(flags)
     if mean_score is None:
         mean_score = score_of(mean)
     greedy = int(np.argmax(mean_score if all_healthy else np.where(healthy, mean_score, -np.inf)))
@@ -202,12 +203,12 @@ def first_place_policy(
     budget = exploration_cap - sum((base * gaps).tolist())
     thompson = np.zeros(m)
     weight = 0.0
-    live = np.arange(m) if all_healthy else np.flatnonzero(healthy)
-    if budget > 0 and core_mass > 0 and len(live) > 1:
+    if budget > 0 and core_mass > 0 and (m if all_healthy else sum(flags)) > 1:
         if all_healthy:
             draws = posterior_draws(mean, strength, rng, samples=samples, normal_strength=normal_strength)
             thompson = np.bincount(np.argmax(score_of(draws), axis=1), minlength=m) / samples
         else:
+            live = np.flatnonzero(healthy)
             draws = posterior_draws(mean[live], strength[live], rng, samples=samples, normal_strength=normal_strength)
             winners = np.argmax(score_of_subset(score_of, draws, live, m), axis=1)
             thompson[live] = np.bincount(winners, minlength=len(live)) / samples
@@ -383,8 +384,10 @@ def posterior_draws(
     """
     approximate = strength >= normal_strength
     if approximate.all():
-        spread = np.sqrt(mean * (1 - mean) / (strength + 1))
-        return _clip_probability(mean + spread * rng.standard_normal((samples, len(mean))))
+        draws = rng.standard_normal((samples, len(mean)))
+        draws *= np.sqrt(mean * (1 - mean) / (strength + 1))  # in place: μ + spread·z, the same bits
+        draws += mean
+        return _clip_probability(draws)
     draws = rng.beta(mean * strength, (1 - mean) * strength, size=(samples, len(mean)))
     if approximate.any():
         mu, kappa = mean[approximate], strength[approximate]
