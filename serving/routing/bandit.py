@@ -193,10 +193,15 @@ def first_place_policy(
     all_healthy = all(flags) or not any(flags)
     if mean_score is None:
         mean_score = score_of(mean)
-    greedy = int(np.argmax(mean_score if all_healthy else np.where(healthy, mean_score, -np.inf)))
+    # the array methods, not np.argmax / np.full: the same values without those functions' Python wrappers
+    greedy = int((mean_score if all_healthy else np.where(healthy, mean_score, -np.inf)).argmax())
     gaps = np.maximum(mean[greedy] - mean, 0.0)
     floor = min(min_propensity, 1.0 / m)
-    base = np.full(m, floor) if all_healthy else np.where(healthy, floor, max(probe_rate, floor))
+    if all_healthy:
+        base = np.empty(m)
+        base.fill(floor)
+    else:
+        base = np.where(healthy, floor, max(probe_rate, floor))
     core_mass = 1.0 - sum(base.tolist())
     if core_mass < 0:  # more demoted PSPs than probe mass allows: probe uniformly
         base, core_mass = np.full(m, 1.0 / m), 0.0
@@ -206,7 +211,7 @@ def first_place_policy(
     if budget > 0 and core_mass > 0 and (m if all_healthy else sum(flags)) > 1:
         if all_healthy:
             draws = posterior_draws(mean, strength, rng, samples=samples, normal_strength=normal_strength)
-            thompson = np.bincount(np.argmax(score_of(draws), axis=1), minlength=m) / samples
+            thompson = np.bincount(score_of(draws).argmax(axis=1), minlength=m) / samples
         else:
             live = np.flatnonzero(healthy)
             draws = posterior_draws(mean[live], strength[live], rng, samples=samples, normal_strength=normal_strength)
@@ -383,7 +388,7 @@ def posterior_draws(
     posteriors (κ below the threshold), where the Beta's skew matters, are drawn exactly.
     """
     approximate = strength >= normal_strength
-    if approximate.all():
+    if all(approximate.tolist()):
         draws = rng.standard_normal((samples, len(mean)))
         draws *= np.sqrt(mean * (1 - mean) / (strength + 1))  # in place: μ + spread·z, the same bits
         draws += mean

@@ -402,7 +402,7 @@ class Router:
     ) -> list[tuple[Reason, ...]]:
         """Per PSP: model probability, posterior adjustment (posterior mean − prior mean, after any cascade
         factor), evidence, health, cost components. ``known``: which PSPs the model knows (None: all)."""
-        costs = np.stack(
+        costs = np.array(  # (4, m): np.array of the rows, as np.stack gives them without its Python wrapper
             [terms.fee_if_approved, terms.fx_if_approved, terms.fee_if_declined, terms.chargeback_if_approved]
         ).round(4).tolist()
         value = Reason(code="value_eur", value=round(terms.value_if_approved, 4)) if objective == "expected_value" else None
