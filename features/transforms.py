@@ -158,7 +158,9 @@ def amount_eur(amount: np.ndarray, currency, context: RequestContext) -> np.ndar
 
 def amount_band(amount_in_eur: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     """Index of the EUR amount band (0 below the first edge)."""
-    return np.searchsorted(np.asarray(spec.amount_band_edges_eur), amount_in_eur, side="right").astype(float)
+    edges = spec.amount_band_edges_eur
+    edges = edges if isinstance(edges, np.ndarray) else np.asarray(edges)
+    return edges.searchsorted(amount_in_eur, side="right").astype(float)  # the method: np.searchsorted's values
 
 
 def local_time(timestamp_us: np.ndarray, country, context: RequestContext) -> tuple[np.ndarray, np.ndarray]:

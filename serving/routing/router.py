@@ -388,7 +388,8 @@ class Router:
             chargeback = np.asarray(self.chargeback_cost.expected_chargeback_cost(transaction, eligible), dtype=np.float64)
         else:
             rate = self.config.chargeback_rate_by_vertical.get(transaction.vertical.value, 0.0)
-            chargeback = np.full(len(eligible), rate * (amount_eur + self.config.chargeback_fee_eur))
+            chargeback = np.empty(len(eligible))  # = np.full, without its Python wrapper
+            chargeback.fill(rate * (amount_eur + self.config.chargeback_fee_eur))
         value = self.config.approval_value(transaction.vertical.value) * amount_eur
         return CostTerms(fee, fx, declined, chargeback, value, amount_eur)
 
@@ -541,9 +542,10 @@ class _BatchArithmetic:
         for r, (plan, probability) in enumerate(zip(plans, probabilities)):
             m = len(plan.eligible)
             model[r, :m], index[r, :m], valid[r, :m] = probability, plan.index, True
-            known = ~np.isnan(probability)
-            if not known.all():  # only then does the cold mean enter the prior (same expression as _finish)
-                cold_mean[r, 0] = float(probability[known].mean()) if known.any() else NEUTRAL_PRIOR
+        # only rows with a PSP the model does not know get a cold mean (the expression of _finish)
+        for r in np.flatnonzero((np.isnan(model) & valid).any(axis=1)).tolist():
+            known = ~np.isnan(probabilities[r])
+            cold_mean[r, 0] = float(probabilities[r][known].mean()) if known.any() else NEUTRAL_PRIOR
         now = np.array([plan.now for plan in plans], dtype=np.float64)
         evidence_all, residual_all = router.posterior.evidence_many([plan.common["segment"] for plan in plans], now)
         shifts = router.posterior.shared_shift(c.prior_strength, now[:, None])  # (n, n_psps) or None
