@@ -324,9 +324,10 @@ def test_api_reuses_the_model_the_guard_validated():
 
 
 def test_concurrent_ranks_waiting_for_the_state_are_ranked_together(models, tmp_path):
-    """/rank requests that queue while the state is busy are ranked in one ``rank_many`` call, each gets
-    the decision for its own transaction, and the group size reaches the metrics."""
-    from payroute.serving.service import _status_app
+    """/rank requests that queue while the state is busy are ranked together (``rank_many`` from
+    ``BATCH_FROM`` of them, one at a time below), each exactly once, each gets the decision for its own
+    transaction, and the group size reaches the metrics."""
+    from payroute.serving.service import BATCH_FROM, _status_app
 
     countries = [("DE", "EUR"), ("GB", "GBP"), ("PL", "PLN"), ("FR", "EUR"), ("ES", "EUR"), ("IT", "EUR")]
     bodies = [{**EXAMPLE_TRANSACTION, "id": f"co-{i}", "country": c, "issuer_country": c, "currency": cur}
@@ -343,6 +344,8 @@ def test_concurrent_ranks_waiting_for_the_state_are_ranked_together(models, tmp_
             return plain(transactions)
 
         core.rank_many = slow_first_batch
+        alone, plain_rank = [], core.rank
+        core.rank = lambda transaction: (alone.append(transaction.id), plain_rank(transaction))[1]
         answers: dict[str, dict] = {}
         batch = threading.Thread(target=lambda: client.post("/rank_batch", json={"transactions": [EXAMPLE_TRANSACTION]}))
         batch.start()
@@ -352,9 +355,9 @@ def test_concurrent_ranks_waiting_for_the_state_are_ranked_together(models, tmp_
             worker.start()
         for worker in [batch, *workers]:
             worker.join(30)
-        core.rank_many = plain
-        assert len(calls) >= 2 and sum(len(c) for c in calls[1:]) == len(bodies)
-        assert max(len(c) for c in calls[1:]) > 1  # at least one group was ranked together
+        core.rank_many, core.rank = plain, plain_rank
+        assert len(calls) >= 2 and sorted([*(i for c in calls[1:] for i in c), *alone]) == sorted(b["id"] for b in bodies)
+        assert max(len(c) for c in calls[1:]) >= BATCH_FROM  # at least one group was ranked together
         for body in bodies:
             answer = answers[body["id"]]
             expected = CATALOG.eligibility(Transaction.model_validate(body))
