@@ -323,6 +323,97 @@ def test_api_reuses_the_model_the_guard_validated():
     assert parsed is not validated and parsed.transaction == validated.transaction
 
 
+def _coalescer():
+    """The service's /rank coalescing methods bound to a stand-in state: rankings are recorded, decisions
+    are ``decision-<transaction>`` strings, and the test holds the state token itself."""
+    import types
+
+    import anyio
+
+    inner = PayrouteService.inner
+    calls = {"many": [], "alone": []}
+
+    def rank_many(transactions):
+        if any(t == "boom" for t in transactions):
+            raise RuntimeError("decision log unavailable")
+        calls["many"].append(list(transactions))
+        return [f"decision-{t}" for t in transactions]
+
+    def rank(transaction):
+        if transaction == "boom":
+            raise RuntimeError("decision log unavailable")
+        calls["alone"].append(transaction)
+        return f"decision-{transaction}"
+
+    limiter = anyio.CapacityLimiter(1)
+    fake = types.SimpleNamespace(
+        core=types.SimpleNamespace(rank=rank, rank_many=rank_many),
+        metrics=types.SimpleNamespace(rank_groups=types.SimpleNamespace(observe=lambda size: None)),
+        _limiter=lambda: limiter, _rank_queue=[], _rank_leader=False, _rank_helpers=set(),
+    )
+    for name in ("_rank_coalesced", "_lead_rank_group", "_rank_group"):
+        setattr(fake, name, types.MethodType(getattr(inner, name), fake))
+    return fake, limiter, calls
+
+
+def test_ranks_queued_behind_the_state_wait_for_one_leader():
+    """While the state is busy, the first queued /rank waits for the token and the others only for their
+    decisions (one waiter on the token, not one per request); the leader ranks the whole queue at once."""
+    import asyncio
+
+    async def scenario():
+        fake, limiter, calls = _coalescer()
+        async with limiter:  # a batch or a snapshot holds the state
+            tasks = [asyncio.create_task(fake._rank_coalesced(f"t{i}")) for i in range(5)]
+            await asyncio.sleep(0.01)
+            assert fake._rank_leader and len(fake._rank_queue) == 5
+            assert limiter.statistics().tasks_waiting == 1
+        answers = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        assert answers == [f"decision-t{i}" for i in range(5)]
+        assert calls == {"many": [[f"t{i}" for i in range(5)]], "alone": []}
+        assert not fake._rank_leader and not fake._rank_queue
+        assert await fake._rank_coalesced("solo") == "decision-solo" and calls["alone"] == ["solo"]  # alone: no batch
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_leader_leaves_the_queue_to_another_and_is_not_ranked():
+    """A leader whose client goes away while it waits for the state is not ranked (no decision issued for
+    it); the requests queued behind it still get theirs, from a stand-in leader."""
+    import asyncio
+
+    async def scenario():
+        fake, limiter, calls = _coalescer()
+        async with limiter:
+            tasks = [asyncio.create_task(fake._rank_coalesced(f"t{i}")) for i in range(3)]
+            await asyncio.sleep(0.01)
+            tasks[0].cancel()
+            await asyncio.sleep(0.01)
+            assert fake._rank_leader  # the stand-in waits for the state
+        assert await asyncio.wait_for(asyncio.gather(*tasks[1:]), 5) == ["decision-t1", "decision-t2"]
+        assert tasks[0].cancelled()
+        assert calls == {"many": [], "alone": ["t1", "t2"]}  # two left: one at a time, t0 never ranked
+        await asyncio.sleep(0)
+        assert not fake._rank_helpers
+
+    asyncio.run(scenario())
+
+
+def test_a_ranking_error_reaches_every_queued_request():
+    import asyncio
+
+    async def scenario():
+        fake, limiter, _ = _coalescer()
+        async with limiter:
+            tasks = [asyncio.create_task(fake._rank_coalesced(t)) for t in ("t0", "boom", "t2")]
+            await asyncio.sleep(0.01)
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
+        assert all(isinstance(r, RuntimeError) for r in results)
+        assert await fake._rank_coalesced("after") == "decision-after"  # the next request is served
+
+    asyncio.run(scenario())
+
+
 def test_concurrent_ranks_waiting_for_the_state_are_ranked_together(models, tmp_path):
     """/rank requests that queue while the state is busy are ranked together (``rank_many`` from
     ``BATCH_FROM`` of them, one at a time below), each exactly once, each gets the decision for its own
