@@ -142,27 +142,26 @@ class ShrinkagePlan:
         numerator, denominator = raw[:, self._numerators], raw[:, self._denominators]
         rates = np.empty((rows, self.n_rates))  # stage order; parents come from earlier stages
         for columns, stage, parents in self._steps:  # the arithmetic of _apply, stage by stage
-            mode = stage.parent_mode
-            if mode == "all":
-                parent = rates[:, parents]
-            elif mode == "mixed":
-                parent = np.where(stage.parent >= 0, rates[:, parents], stage.prior)
-            else:
-                parent = stage.prior
+            parent = _parent_rates(stage, rates, parents)
             rates[:, columns] = shrink(numerator[:, columns], denominator[:, columns], parent, stage.strength)
         out[:, self._rate_order] = rates
         out[:, self.n_rates :] = raw[:, self.volume_columns]
         return out
 
 
-def _apply(stage: _Stage, counters: np.ndarray, out: np.ndarray) -> None:
-    """One stage of shrinkage: rates from counters and parent rates already in ``out``."""
+def _parent_rates(stage: _Stage, rates: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """What a stage's rates shrink toward: its parents' rates (``rates[:, columns]``, the parents' columns
+    in ``rates``), the family priors, or per row whichever the stage's keys have."""
     mode = stage.parent_mode
     if mode == "all":
-        parent = out[:, stage.parent]
-    elif mode == "mixed":
-        parent = np.where(stage.parent >= 0, out[:, np.maximum(stage.parent, 0)], stage.prior)
-    else:
-        parent = stage.prior
+        return rates[:, columns]
+    if mode == "mixed":
+        return np.where(stage.parent >= 0, rates[:, columns], stage.prior)
+    return stage.prior
+
+
+def _apply(stage: _Stage, counters: np.ndarray, out: np.ndarray) -> None:
+    """One stage of shrinkage: rates from counters and parent rates already in ``out``."""
+    parent = _parent_rates(stage, out, np.maximum(stage.parent, 0))
     out[:, stage.rate_columns] = shrink(counters[:, stage.numerator], counters[:, stage.denominator], parent,
                                         stage.strength)
