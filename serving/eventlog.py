@@ -286,9 +286,15 @@ def _insert_decisions(rows: int) -> str:
 
 
 class DecisionLog:
-    """Decisions issued: written before the answer (one WAL transaction per call, no fsync), recent ones cached."""
+    """Decisions issued: written before the answer (one WAL transaction per call, no fsync), recent ones cached.
 
-    def __init__(self, path: str | Path, *, cache_size: int = 200_000) -> None:
+    WAL checkpoints (copying committed pages into the database file, with its fsync) run on a thread of
+    their own every ``checkpoint_every_s`` seconds, on their own connection (``PASSIVE``: never waits for
+    the writer, never blocks it), instead of inside whichever commit crosses SQLite's 1 000-page mark:
+    there a checkpoint held one /rank for 4-13 ms every few hundred decisions (measured: 51 of 20 000
+    single-decision writes over 1 ms). ``None`` leaves checkpoints to SQLite."""
+
+    def __init__(self, path: str | Path, *, cache_size: int = 200_000, checkpoint_every_s: float | None = 1.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._connection = _connect(self.path, "NORMAL")
@@ -297,6 +303,28 @@ class DecisionLog:
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, DecisionRecord] = OrderedDict()
         self._cache_size = cache_size
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        self._checkpoint_connection = self._connection
+        if checkpoint_every_s is not None:
+            self._connection.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpoint_connection = _connect(self.path, "NORMAL")
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, args=(checkpoint_every_s,), name="decision-log-checkpoints", daemon=True
+            )
+            self._checkpointer.start()
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """One PASSIVE checkpoint on the checkpoint connection: (busy, WAL frames, frames checkpointed)."""
+        busy, frames, done = self._checkpoint_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return busy, frames, done
+
+    def _checkpoint_loop(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                self.checkpoint()
+            except sqlite3.Error:  # e.g. the disk is full: the WAL keeps the decisions, the next try may pass
+                continue
 
     def record(self, records: Sequence[DecisionRecord]) -> None:
         """Write (one transaction) and remember; returns once SQLite holds them (survives a process crash)."""
@@ -337,5 +365,10 @@ class DecisionLog:
         return DecisionRecord(*row[:6], bool(row[6]), row[7], json.loads(row[8]) if row[8] else {})
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._stop.set()
+            self._checkpointer.join()
+            self._checkpoint_connection.close()
+            self._checkpointer = None
         with self._lock:
-            self._connection.close()
+            self._connection.close()  # the last connection to close checkpoints the WAL into the file

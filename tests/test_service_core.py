@@ -12,6 +12,7 @@ import os
 import sqlite3
 import tempfile
 import threading
+import time
 
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="prom-"))
 
@@ -150,6 +151,32 @@ def test_decision_log_writes_a_group_in_one_transaction_and_reads_every_row_back
     assert reopened._connection.execute("SELECT count(*) FROM decisions").fetchone()[0] == count
     assert [reopened.lookup(row.decision_id) for row in rows] == rows
     reopened.close()
+
+def test_decision_log_checkpoints_on_its_own_thread_not_in_a_writers_commit(tmp_path):
+    """The writer's connection never checkpoints (SQLite's automatic checkpoint is off): committed pages
+    reach the database file through the checkpoint thread, so no /rank waits for a checkpoint's copy and
+    fsync; every decision stays readable, and closing checkpoints the rest."""
+    path = tmp_path / "decisions.sqlite"
+    log = DecisionLog(path, checkpoint_every_s=0.05)
+    assert log._connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    before = path.stat().st_size
+    rows = [DecisionRecord(f"d{i}", f"t{i}", TRANSACTION.model_dump_json(), "euroacq", 0.5, "v1", False, 1.0, {})
+            for i in range(300)]
+    for row in rows:
+        log.record([row])
+    deadline = time.time() + 10
+    while path.stat().st_size <= before and time.time() < deadline:  # pages copied into the file by the thread
+        time.sleep(0.02)
+    assert path.stat().st_size > before
+    assert log.checkpoint()[0] == 0  # nothing blocks a passive checkpoint while the writer is idle
+    thread = log._checkpointer
+    log.close()
+    assert not thread.is_alive()  # close() stops the checkpoint thread
+    reopened = DecisionLog(path, checkpoint_every_s=None)
+    assert reopened._connection.execute("SELECT count(*) FROM decisions").fetchone()[0] == len(rows)
+    assert reopened._connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # SQLite's own
+    reopened.close()
+
 
 def test_concurrent_appends_share_commits_and_keep_idempotency(tmp_path):
     """Group commit: 8 threads × 25 outcomes, fewer fsyncs than outcomes; every result as if alone."""
