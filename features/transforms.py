@@ -158,8 +158,7 @@ def amount_eur(amount: np.ndarray, currency, context: RequestContext) -> np.ndar
 
 def amount_band(amount_in_eur: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     """Index of the EUR amount band (0 below the first edge)."""
-    edges = spec.amount_band_edges_eur
-    edges = edges if isinstance(edges, np.ndarray) else np.asarray(edges)
+    edges = np.asarray(spec.amount_band_edges_eur)
     return edges.searchsorted(amount_in_eur, side="right").astype(float)  # the method: np.searchsorted's values
 
 

@@ -315,7 +315,11 @@ class DecisionLog:
             self._checkpointer.start()
 
     def checkpoint(self) -> tuple[int, int, int]:
-        """One PASSIVE checkpoint on the checkpoint connection: (busy, WAL frames, frames checkpointed)."""
+        """One PASSIVE checkpoint on the checkpoint connection (the writer's, under its lock, when checkpoints
+        are left to SQLite): (busy, WAL frames, frames checkpointed)."""
+        if self._checkpoint_connection is self._connection:
+            with self._lock:
+                return tuple(self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
         busy, frames, done = self._checkpoint_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         return busy, frames, done
 

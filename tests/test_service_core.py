@@ -175,6 +175,7 @@ def test_decision_log_checkpoints_on_its_own_thread_not_in_a_writers_commit(tmp_
     reopened = DecisionLog(path, checkpoint_every_s=None)
     assert reopened._connection.execute("SELECT count(*) FROM decisions").fetchone()[0] == len(rows)
     assert reopened._connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # SQLite's own
+    assert reopened.checkpoint()[0] == 0  # a manual checkpoint on the writer's connection, under its lock
     reopened.close()
 
 
