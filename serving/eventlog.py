@@ -278,6 +278,9 @@ _DECISION_COLUMNS = (
 _ROWS_PER_STATEMENT = 256
 
 
+_WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes a restarted decisions WAL is truncated to (journal_size_limit)
+
+
 @functools.lru_cache(maxsize=64)
 def _insert_decisions(rows: int) -> str:
     """``INSERT OR IGNORE`` of ``rows`` decisions in one statement (sqlite3 caches the compiled statement)."""
@@ -292,9 +295,15 @@ class DecisionLog:
     their own every ``checkpoint_every_s`` seconds, on their own connection (``PASSIVE``: never waits for
     the writer, never blocks it), instead of inside whichever commit crosses SQLite's 1 000-page mark:
     there a checkpoint held one /rank for 4-13 ms every few hundred decisions (measured: 51 of 20 000
-    single-decision writes over 1 ms). ``None`` leaves checkpoints to SQLite."""
+    single-decision writes over 1 ms). ``None`` leaves checkpoints to SQLite.
 
-    def __init__(self, path: str | Path, *, cache_size: int = 200_000, checkpoint_every_s: float | None = 1.0) -> None:
+    A PASSIVE checkpoint leaves the frames written while it ran, and SQLite starts the WAL over only when a
+    write finds every frame copied, which a steady writer never lets happen: once the WAL holds
+    ``restart_frames`` frames, the thread copies what is left with the writer held (a few frames and two
+    fsyncs), so the next write starts the WAL from its beginning and the file stays bounded."""
+
+    def __init__(self, path: str | Path, *, cache_size: int = 200_000, checkpoint_every_s: float | None = 1.0,
+                 restart_frames: int = 4096) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._connection = _connect(self.path, "NORMAL")
@@ -308,9 +317,11 @@ class DecisionLog:
         self._checkpoint_connection = self._connection
         if checkpoint_every_s is not None:
             self._connection.execute("PRAGMA wal_autocheckpoint=0")
+            self._connection.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")  # a larger WAL shrinks on restart
             self._checkpoint_connection = _connect(self.path, "NORMAL")
             self._checkpointer = threading.Thread(
-                target=self._checkpoint_loop, args=(checkpoint_every_s,), name="decision-log-checkpoints", daemon=True
+                target=self._checkpoint_loop, args=(checkpoint_every_s, restart_frames), name="decision-log-checkpoints",
+                daemon=True,
             )
             self._checkpointer.start()
 
@@ -319,14 +330,22 @@ class DecisionLog:
         are left to SQLite): (busy, WAL frames, frames checkpointed)."""
         if self._checkpoint_connection is self._connection:
             with self._lock:
-                return tuple(self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
-        busy, frames, done = self._checkpoint_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                return tuple(self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0])
+        busy, frames, done = self._checkpoint_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
         return busy, frames, done
 
-    def _checkpoint_loop(self, every_s: float) -> None:
+    def restart_wal(self) -> tuple[int, int, int]:
+        """Copy the frames left by the last checkpoint with the writer held, so that the next write finds
+        every frame copied and starts the WAL over: (busy, WAL frames, frames checkpointed)."""
+        with self._lock:
+            busy, frames, done = self._checkpoint_connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
+        return busy, frames, done
+
+    def _checkpoint_loop(self, every_s: float, restart_frames: int) -> None:
         while not self._stop.wait(every_s):
             try:
-                self.checkpoint()
+                if self.checkpoint()[1] >= restart_frames:
+                    self.restart_wal()
             except sqlite3.Error:  # e.g. the disk is full: the WAL keeps the decisions, the next try may pass
                 continue
 

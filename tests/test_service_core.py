@@ -179,6 +179,32 @@ def test_decision_log_checkpoints_on_its_own_thread_not_in_a_writers_commit(tmp_
     reopened.close()
 
 
+def test_decision_log_wal_restarts_while_decisions_keep_coming(tmp_path):
+    """A PASSIVE checkpoint never copies the frames written while it runs, and SQLite starts the WAL over
+    only when a write finds every frame copied: with a steady writer that never happens, so the WAL grew
+    without end (220 MB after 20 000 decisions). Past ``restart_frames`` the checkpoint thread copies the
+    rest with the writer held, and the next write starts the WAL from its beginning."""
+    path = tmp_path / "decisions.sqlite"
+    log = DecisionLog(path, checkpoint_every_s=0.01, restart_frames=64)
+    wal = tmp_path / "decisions.sqlite-wal"
+    payload = TRANSACTION.model_dump_json()
+    largest = 0
+    written = 0
+    deadline = time.time() + 1.0
+    while time.time() < deadline:  # a steady writer, as /rank under traffic
+        log.record([DecisionRecord(f"d{written}", f"t{written}", payload, "euroacq", 0.5, "v1", False, 1.0, {})])
+        written += 1
+        largest = max(largest, wal.stat().st_size)
+        time.sleep(0.0002)
+    assert written > 1000
+    page = log._connection.execute("PRAGMA page_size").fetchone()[0]
+    assert largest < written * page / 4  # a fraction of the pages written (two or more per decision): restarted
+    log.close()
+    reopened = DecisionLog(path, checkpoint_every_s=None)
+    assert reopened._connection.execute("SELECT count(*) FROM decisions").fetchone()[0] == written
+    reopened.close()
+
+
 def test_concurrent_appends_share_commits_and_keep_idempotency(tmp_path):
     """Group commit: 8 threads × 25 outcomes, fewer fsyncs than outcomes; every result as if alone."""
     committed: list[int] = []
