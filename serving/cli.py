@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rank-requires-key", action="store_true", help="require X-API-Key on /rank too")
     parser.add_argument("--max-concurrency", type=int, default=None, help="in-flight requests before 429 (default 64)")
     parser.add_argument("--no-train", action="store_true", help="never train a default model; start degraded instead")
+    parser.add_argument("--decision-retention-days", type=float, default=None,
+                        help="forget decisions older than this (default 30; 0 keeps all)")
 
 
 def has_champion(models_dir: Path) -> bool:
@@ -104,6 +106,8 @@ def service_environment(args: argparse.Namespace, environ: dict[str, str]) -> di
         env["PAYROUTE_RANK_REQUIRES_KEY"] = "1"
     if args.max_concurrency is not None:
         env["PAYROUTE_MAX_CONCURRENCY"] = str(args.max_concurrency)
+    if getattr(args, "decision_retention_days", None) is not None:
+        env["PAYROUTE_DECISION_RETENTION_DAYS"] = str(args.decision_retention_days)
     return env
 
 

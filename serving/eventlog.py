@@ -21,6 +21,7 @@ import functools
 import json
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -278,6 +279,7 @@ _DECISION_COLUMNS = (
 _ROWS_PER_STATEMENT = 256
 
 
+PRUNE_CHUNK = 1000  # decisions deleted per transaction when pruning (a /rank waits for one chunk at most)
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes a restarted decisions WAL is truncated to (journal_size_limit)
 
 
@@ -300,10 +302,16 @@ class DecisionLog:
     A PASSIVE checkpoint leaves the frames written while it ran, and SQLite starts the WAL over only when a
     write finds every frame copied, which a steady writer never lets happen: once the WAL holds
     ``restart_frames`` frames, the thread copies what is left with the writer held (a few frames and two
-    fsyncs), so the next write starts the WAL from its beginning and the file stays bounded."""
+    fsyncs), so the next write starts the WAL from its beginning and the file stays bounded.
+
+    ``retention_s``: decisions older than this are forgotten (deleted by the same thread every
+    ``prune_every_s``, oldest first, :data:`PRUNE_CHUNK` rows per transaction so a /rank waits for one
+    chunk at most; freed pages are reused, so the file stops growing); an outcome for one of them is then
+    stored but not learned from. ``None`` keeps every decision. Replay and export read the outcome log
+    only, so forgetting decisions changes neither."""
 
     def __init__(self, path: str | Path, *, cache_size: int = 200_000, checkpoint_every_s: float | None = 1.0,
-                 restart_frames: int = 4096) -> None:
+                 restart_frames: int = 4096, retention_s: float | None = None, prune_every_s: float = 60.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._connection = _connect(self.path, "NORMAL")
@@ -315,6 +323,8 @@ class DecisionLog:
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_connection = self._connection
+        self.retention_s = retention_s
+        self._prune_every_s = prune_every_s
         if checkpoint_every_s is not None:
             self._connection.execute("PRAGMA wal_autocheckpoint=0")
             self._connection.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")  # a larger WAL shrinks on restart
@@ -342,12 +352,39 @@ class DecisionLog:
         return busy, frames, done
 
     def _checkpoint_loop(self, every_s: float, restart_frames: int) -> None:
+        next_prune = time.monotonic()
         while not self._stop.wait(every_s):
             try:
+                if self.retention_s is not None and time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + self._prune_every_s
+                    self.prune(time.time() - self.retention_s)
                 if self.checkpoint()[1] >= restart_frames:
                     self.restart_wal()
             except sqlite3.Error:  # e.g. the disk is full: the WAL keeps the decisions, the next try may pass
                 continue
+
+    def prune(self, issued_before: float, *, chunk: int | None = None) -> int:
+        """Delete the decisions issued before ``issued_before`` (epoch seconds), oldest first, ``chunk``
+        rows per transaction with the writer held only for that transaction; returns how many.
+
+        Rows are appended in issue order, so the old ones are a prefix by rowid: each step deletes the old
+        rows among the next ``chunk`` and stops at the first chunk that is not all old (no table scan)."""
+        chunk = chunk or PRUNE_CHUNK
+        deleted = 0
+        while not self._stop.is_set():
+            with self._lock:
+                edge = self._connection.execute(
+                    "SELECT rowid FROM decisions ORDER BY rowid LIMIT 1 OFFSET ?", (chunk - 1,)
+                ).fetchall() or self._connection.execute("SELECT max(rowid) FROM decisions").fetchall()
+                if edge[0][0] is None:
+                    break
+                cursor = self._connection.execute(
+                    "DELETE FROM decisions WHERE rowid <= ? AND issued_at < ?", (edge[0][0], issued_before)
+                )
+            deleted += cursor.rowcount
+            if cursor.rowcount < chunk:
+                break
+        return deleted  # the cache keeps its size bound; lookup() ignores what it holds past retention
 
     def record(self, records: Sequence[DecisionRecord]) -> None:
         """Write (one transaction) and remember; returns once SQLite holds them (survives a process crash)."""
@@ -378,6 +415,8 @@ class DecisionLog:
         """The decision from memory, else from disk (after a restart); None if never issued."""
         cached = self._cache.get(decision_id)
         if cached is not None:
+            if self.retention_s is not None and cached.issued_at < time.time() - self.retention_s:
+                return None  # past retention: forgotten, as on disk (pruned there at the next pass)
             return cached
         with self._lock:
             row = self._connection.execute(

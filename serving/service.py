@@ -109,7 +109,8 @@ class PayrouteService:
         self.settings = ServiceSettings.from_env()
         self.catalog = load_catalog(self.settings.catalog_path)
         self.metrics = ServiceMetrics()
-        self.core = ScoringCore(self.catalog, self.settings.state_dir, self.metrics, seed=self.settings.seed)
+        self.core = ScoringCore(self.catalog, self.settings.state_dir, self.metrics, seed=self.settings.seed,
+                                decision_retention_s=self.settings.decision_retention_s)
         self.source = ModelSource(self.settings.models_dir, self.settings.tracking_uri)
         # One thread owns the learning state (router, features): ranking and learning never interleave,
         # and the event loop stays free, so waiting requests count against max_concurrency (fast 429).

@@ -13,6 +13,7 @@
 | ``PAYROUTE_SNAPSHOT_S`` | ``60`` | how often bandit + feature state is snapshotted |
 | ``PAYROUTE_MAX_CONCURRENCY`` | ``64`` | in-flight requests before 429 (read at import) |
 | ``PAYROUTE_SEED`` | ``0`` | router seed |
+| ``PAYROUTE_DECISION_RETENTION_DAYS`` | ``30`` | decisions older than this are deleted (an outcome for one is stored, not learned from); ``0`` keeps all |
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ def read_api_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(k for k in keys if k)
 
 
+DEFAULT_DECISION_RETENTION_DAYS = 30.0
+
+
+def retention_seconds(days: str | None) -> float | None:
+    """``PAYROUTE_DECISION_RETENTION_DAYS`` as seconds: unset → the default, 0 (or less) → keep every decision."""
+    value = DEFAULT_DECISION_RETENTION_DAYS if days is None or not days.strip() else float(days)
+    return value * 86_400 if value > 0 else None
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     state_dir: Path
@@ -47,6 +57,7 @@ class ServiceSettings:
     model_poll_s: float
     snapshot_s: float
     seed: int
+    decision_retention_s: float | None = DEFAULT_DECISION_RETENTION_DAYS * 86_400
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "ServiceSettings":
@@ -62,6 +73,7 @@ class ServiceSettings:
             model_poll_s=float(env.get("PAYROUTE_MODEL_POLL_S", "5")),
             snapshot_s=float(env.get("PAYROUTE_SNAPSHOT_S", "60")),
             seed=int(env.get("PAYROUTE_SEED", "0")),
+            decision_retention_s=retention_seconds(env.get("PAYROUTE_DECISION_RETENTION_DAYS")),
         )
 
 

@@ -126,7 +126,8 @@ class StateCapture:
 class ScoringCore:
     """Everything that ranks and learns; the BentoML class is a thin HTTP shell around it."""
 
-    def __init__(self, catalog: Catalog, state_dir: Path, metrics: ServiceMetrics, *, seed: int = 0) -> None:
+    def __init__(self, catalog: Catalog, state_dir: Path, metrics: ServiceMetrics, *, seed: int = 0,
+                 decision_retention_s: float | None = None) -> None:
         self.catalog = catalog
         self.state_dir = Path(state_dir)
         self.metrics = metrics
@@ -136,7 +137,7 @@ class ScoringCore:
         self.predictor = BundlePredictor(self.slot, self.features)
         self.router = make_router(catalog, self.predictor, seed) if self.features is not None else None
         self.outcomes = OutcomeLog(self.state_dir / "outcomes.sqlite", on_commit=self.queue_learning)
-        self.decisions = DecisionLog(self.state_dir / "decisions.sqlite")
+        self.decisions = DecisionLog(self.state_dir / "decisions.sqlite", retention_s=decision_retention_s)
         self.last_sequence = 0
         self._to_learn: deque[tuple[int, OutcomeRecord]] = deque()
         self._to_learn_lock = threading.Lock()

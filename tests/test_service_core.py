@@ -205,6 +205,73 @@ def test_decision_log_wal_restarts_while_decisions_keep_coming(tmp_path):
     reopened.close()
 
 
+def _decision(name: str, issued_at: float) -> DecisionRecord:
+    return DecisionRecord(name, f"t-{name}", TRANSACTION.model_dump_json(), "euroacq", 0.5, "v1", False, issued_at, {})
+
+
+def test_decision_log_forgets_decisions_past_retention_oldest_first_in_chunks(tmp_path):
+    """prune() deletes exactly the decisions issued before the cut, a chunk per transaction, and stops at
+    the first chunk holding a recent one; lookup() forgets them too, from memory as from disk."""
+    now = time.time()
+    day = 86_400.0
+    log = DecisionLog(tmp_path / "decisions.sqlite", checkpoint_every_s=None, retention_s=7 * day)
+    old = [_decision(f"old{i}", now - 10 * day + i) for i in range(25)]
+    recent = [_decision(f"new{i}", now - day + i) for i in range(5)]
+    log.record(old)
+    log.record(recent)
+    assert log.lookup("old0") is None  # past retention: not answered from the cache either
+    assert log.prune(now - 7 * day, chunk=4) == 25  # seven chunks, the last one stops at a recent row
+    count = lambda connection: connection.execute("SELECT count(*) FROM decisions").fetchone()[0]  # noqa: E731
+    assert count(log._connection) == 5
+    assert log.prune(now - 7 * day, chunk=4) == 0
+    assert [log.lookup(r.decision_id) for r in recent] == recent
+    log.close()
+    reopened = DecisionLog(tmp_path / "decisions.sqlite", checkpoint_every_s=None)  # no retention: from disk
+    assert reopened.lookup("old3") is None and reopened.lookup("new4") == recent[4]
+    assert reopened.prune(now, chunk=1000) == 5 and count(reopened._connection) == 0
+    reopened.close()
+
+
+def test_decision_log_prunes_on_its_checkpoint_thread(tmp_path):
+    now = time.time()
+    log = DecisionLog(tmp_path / "decisions.sqlite", checkpoint_every_s=0.01, retention_s=3600, prune_every_s=0.01)
+    log.record([_decision(f"old{i}", now - 7200 + i) for i in range(50)] + [_decision("new", now)])
+    deadline = time.time() + 10
+    remaining = lambda: log._connection.execute("SELECT decision_id FROM decisions").fetchall()  # noqa: E731
+    while len(remaining()) > 1 and time.time() < deadline:
+        time.sleep(0.02)
+    assert remaining() == [("new",)]
+    log.close()
+
+
+def test_an_outcome_for_a_forgotten_decision_is_stored_not_learned(tmp_path):
+    core = ScoringCore(CATALOG, tmp_path, ServiceMetrics(), decision_retention_s=0.05)
+    decision = core.rank(TRANSACTION)
+    time.sleep(0.1)
+    outcome = AttemptOutcome(transaction_id=TRANSACTION.id, attempt=1, psp=decision.ranking[0].psp, status="approved",
+                             timestamp=TRANSACTION.timestamp, latency_ms=100.0)
+    result, record = core.record_outcome(outcome, decision.decision_id)
+    assert result.status == "recorded" and not record.decision_known and not result.decision_known
+    core.close()
+
+
+def test_decision_retention_setting_and_flag():
+    from argparse import ArgumentParser
+
+    from payroute.serving.cli import add_arguments, service_environment
+    from payroute.serving.settings import ServiceSettings, retention_seconds
+
+    assert retention_seconds(None) == retention_seconds("") == 30 * 86_400.0
+    assert retention_seconds("7") == 7 * 86_400.0 and retention_seconds("0") is None
+    assert ServiceSettings.from_env({"PAYROUTE_DECISION_RETENTION_DAYS": "2"}).decision_retention_s == 172_800.0
+    assert ServiceSettings.from_env({}).decision_retention_s == 30 * 86_400.0
+    parser = ArgumentParser()
+    add_arguments(parser)
+    env = service_environment(parser.parse_args(["--decision-retention-days", "0.5"]), {})
+    assert ServiceSettings.from_env(env).decision_retention_s == 43_200.0
+    assert "PAYROUTE_DECISION_RETENTION_DAYS" not in service_environment(parser.parse_args([]), {})
+
+
 def test_concurrent_appends_share_commits_and_keep_idempotency(tmp_path):
     """Group commit: 8 threads × 25 outcomes, fewer fsyncs than outcomes; every result as if alone."""
     committed: list[int] = []
