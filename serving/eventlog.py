@@ -418,12 +418,13 @@ class DecisionLog:
             if self.retention_s is not None and cached.issued_at < time.time() - self.retention_s:
                 return None  # past retention: forgotten, as on disk (pruned there at the next pass)
             return cached
-        with self._lock:
-            row = self._connection.execute(
+        with self._lock:  # fetchall: the statement is done, no read left open on the writer's connection
+            rows = self._connection.execute(
                 f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE decision_id = ?", (decision_id,)
-            ).fetchone()
-        if row is None:
+            ).fetchall()
+        if not rows:
             return None
+        row = rows[0]
         return DecisionRecord(*row[:6], bool(row[6]), row[7], json.loads(row[8]) if row[8] else {})
 
     def close(self) -> None:
