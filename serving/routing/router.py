@@ -49,6 +49,8 @@ ELIGIBILITY_FIELDS: tuple[str, ...] = (
     *dict.fromkeys(f for f in (*(r.field for r in ELIGIBILITY_RULES), "currency") if f != "amount"), "amount"
 )
 _eligibility_values = operator.attrgetter(*ELIGIBILITY_FIELDS)  # a transaction's values of those fields, in order
+ROW_BY_ROW_DRAWS = 6
+"""Batches of fewer first-attempt rows draw their first places row by row (:meth:`Router._draw_rows`)."""
 ROUTE_CACHE_SIZE = 4096  # distinct (eligibility fields, amount band) keys kept; the cache restarts when full
 
 
@@ -289,11 +291,7 @@ class Router:
         ]
         if rows:
             batch = _BatchArithmetic.build(self, rows, [predictions[id(plan)][0] for plan in rows])
-            policies, firsts = self._draw_rows(batch)
-            # Every per-row number as Python lists at once (per-row slicing and .tolist() cost more)
-            p_first, greedy = policies.probabilities.tolist(), policies.greedy.tolist()
-            weights, firsts = policies.exploration_weight.tolist(), firsts.tolist()
-            given_up = row_sums(policies.probabilities * policies.approval_given_up).tolist()  # left to right
+            firsts, p_first, greedy, weights, given_up = self._draw_rows(batch, [len(plan.eligible) for plan in rows])
             after, demoted, prior = batch.scores_after_decline.tolist(), batch.demoted.tolist(), batch.prior.tolist()
         row_of = {id(plan): r for r, plan in enumerate(rows)}
         decisions = []
@@ -311,16 +309,44 @@ class Router:
             ))
         return decisions
 
-    def _draw_rows(self, batch: "_BatchArithmetic") -> tuple[Any, np.ndarray]:
-        """Every row's first-place policy and first PSP, with the draws :meth:`_choose` takes decision by
-        decision, in row order (only rows draw in a batch: halted and degraded plans draw nothing)."""
+    def _draw_rows(
+        self, batch: "_BatchArithmetic", sizes: list[int]
+    ) -> tuple[list[int], list[list[float]], list[int], list[float], list[float]]:
+        """Every row's first PSP, first-place probabilities, greedy position, exploration weight and expected
+        approval given up, with the draws :meth:`_finish` takes decision by decision, in row order (only rows
+        draw in a batch: halted and degraded plans draw nothing). Below :data:`ROW_BY_ROW_DRAWS` rows, row by
+        row through :func:`first_place_policy` and :func:`draw_first` on each row's vectors (what
+        :meth:`_finish` runs): the batch form's fixed cost is larger than a few rows' own."""
         c = self.config
+        options = dict(samples=c.propensity_samples, exploration_cap=c.exploration_cap, min_propensity=c.min_propensity,
+                       probe_rate=c.probe_rate, normal_strength=c.normal_approximation_strength)
+        if len(sizes) < ROW_BY_ROW_DRAWS:
+            firsts, p_first, greedy, weights, given_up = [], [], [], [], []
+            t = batch.terms
+            for r, m in enumerate(sizes):
+                terms = CostTerms(t.fee_if_approved[r, :m], t.fx_if_approved[r, :m], t.fee_if_declined[r, :m],
+                                  t.chargeback_if_approved[r, :m], float(t.value_if_approved[r, 0]),
+                                  float(t.amount_eur[r, 0]))
+                policy = first_place_policy(
+                    batch.mean[r, :m], batch.strength[r, :m], ~batch.demoted[r, :m],
+                    self._scorer(batch.objectives[r], terms), self._rng, mean_score=batch.scores[r, :m], **options,
+                )
+                firsts.append(draw_first(policy.probabilities, self._rng))
+                p_first.append(policy.probabilities.tolist())
+                greedy.append(policy.greedy)
+                weights.append(float(policy.exploration_weight))
+                given_up.append(policy.expected_approval_given_up)
+            return firsts, p_first, greedy, weights, given_up
         policies = first_place_policies(
             batch.mean, batch.strength, ~batch.demoted, batch.valid, batch.score_rows, self._rng,
-            samples=c.propensity_samples, exploration_cap=c.exploration_cap, min_propensity=c.min_propensity,
-            probe_rate=c.probe_rate, normal_strength=c.normal_approximation_strength, mean_score=batch.scores,
+            mean_score=batch.scores, **options,
         )
-        return policies, draw_first_many(policies.probabilities, policies.uniforms)
+        # Every per-row number as Python lists at once (per-row slicing and .tolist() cost more)
+        return (
+            draw_first_many(policies.probabilities, policies.uniforms).tolist(), policies.probabilities.tolist(),
+            policies.greedy.tolist(), policies.exploration_weight.tolist(),
+            row_sums(policies.probabilities * policies.approval_given_up).tolist(),  # left to right
+        )
 
     def _overlap_of(self, index: np.ndarray) -> list[list[bool]]:
         """Which of these PSPs share an acquiring region (``overlap[i][j]``), cached per eligible set."""
