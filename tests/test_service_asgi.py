@@ -377,6 +377,29 @@ def test_ranks_queued_behind_the_state_wait_for_one_leader():
     asyncio.run(scenario())
 
 
+def test_with_the_state_free_a_group_is_ranked_after_one_turn_of_the_loop_without_the_token():
+    """No batch, learning or snapshot running: the leader yields once (requests parsed meanwhile join) and
+    ranks the group at once without taking the state token (nothing else runs on the loop meanwhile)."""
+    import asyncio
+
+    async def scenario():
+        fake, limiter, calls = _coalescer()
+        tokens_while_ranking = []
+        rank_many = fake.core.rank_many
+
+        def watched(transactions):
+            tokens_while_ranking.append(limiter.borrowed_tokens)
+            return rank_many(transactions)
+
+        fake.core.rank_many = watched
+        tasks = [asyncio.create_task(fake._rank_coalesced(f"t{i}")) for i in range(4)]  # parsed in one turn
+        assert await asyncio.wait_for(asyncio.gather(*tasks), 5) == [f"decision-t{i}" for i in range(4)]
+        assert calls["many"] == [["t0", "t1", "t2", "t3"]] and tokens_while_ranking == [0]
+        assert not fake._rank_leader and not fake._rank_queue and limiter.borrowed_tokens == 0
+
+    asyncio.run(scenario())
+
+
 def test_a_cancelled_leader_leaves_the_queue_to_another_and_is_not_ranked():
     """A leader whose client goes away while it waits for the state is not ranked (no decision issued for
     it); the requests queued behind it still get theirs, from a stand-in leader."""
