@@ -18,6 +18,7 @@ Two SQLite files in WAL mode, so a slow outcome fsync never blocks ranking:
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import sqlite3
 import threading
@@ -280,6 +281,8 @@ _ROWS_PER_STATEMENT = 256
 
 
 PRUNE_CHUNK = 1000  # decisions deleted per transaction when pruning (a /rank waits for one chunk at most)
+PRUNE_PAUSE_S = 0.005  # between two chunks, so that the writer gets the lock
+PRUNE_MAX_CHUNKS = 200  # per pass (a minute apart): 200 000 decisions, more than a minute of traffic
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes a restarted decisions WAL is truncated to (journal_size_limit)
 
 
@@ -357,21 +360,28 @@ class DecisionLog:
             try:
                 if self.retention_s is not None and time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + self._prune_every_s
-                    self.prune(time.time() - self.retention_s)
+                    self.prune(time.time() - self.retention_s, max_chunks=PRUNE_MAX_CHUNKS)
                 if self.checkpoint()[1] >= restart_frames:
                     self.restart_wal()
             except sqlite3.Error:  # e.g. the disk is full: the WAL keeps the decisions, the next try may pass
                 continue
 
-    def prune(self, issued_before: float, *, chunk: int | None = None) -> int:
+    def prune(self, issued_before: float, *, chunk: int | None = None, max_chunks: int | None = None) -> int:
         """Delete the decisions issued before ``issued_before`` (epoch seconds), oldest first, ``chunk``
-        rows per transaction with the writer held only for that transaction; returns how many.
+        rows per transaction with the writer held only for that transaction, at most ``max_chunks``
+        transactions; returns how many.
 
         Rows are appended in issue order, so the old ones are a prefix by rowid: each step deletes the old
-        rows among the next ``chunk`` and stops at the first chunk that is not all old (no table scan)."""
+        rows among the next ``chunk`` and stops at the first chunk that is not all old (no table scan).
+        Between chunks the thread pauses (:data:`PRUNE_PAUSE_S`): a lock is not fair, and without the pause
+        a long backlog could keep the writer from the lock for as long as it lasts."""
         chunk = chunk or PRUNE_CHUNK
         deleted = 0
-        while not self._stop.is_set():
+        for step in itertools.count():
+            if self._stop.is_set() or (max_chunks is not None and step >= max_chunks):
+                break
+            if step:
+                time.sleep(PRUNE_PAUSE_S)
             with self._lock:
                 edge = self._connection.execute(
                     "SELECT rowid FROM decisions ORDER BY rowid LIMIT 1 OFFSET ?", (chunk - 1,)

@@ -220,7 +220,8 @@ def test_decision_log_forgets_decisions_past_retention_oldest_first_in_chunks(tm
     log.record(old)
     log.record(recent)
     assert log.lookup("old0") is None  # past retention: not answered from the cache either
-    assert log.prune(now - 7 * day, chunk=4) == 25  # seven chunks, the last one stops at a recent row
+    assert log.prune(now - 7 * day, chunk=4, max_chunks=2) == 8  # a pass of at most two chunks
+    assert log.prune(now - 7 * day, chunk=4) == 17  # five more chunks, the last one stops at a recent row
     count = lambda connection: connection.execute("SELECT count(*) FROM decisions").fetchone()[0]  # noqa: E731
     assert count(log._connection) == 5
     assert log.prune(now - 7 * day, chunk=4) == 0
@@ -230,6 +231,23 @@ def test_decision_log_forgets_decisions_past_retention_oldest_first_in_chunks(tm
     assert reopened.lookup("old3") is None and reopened.lookup("new4") == recent[4]
     assert reopened.prune(now, chunk=1000) == 5 and count(reopened._connection) == 0
     reopened.close()
+
+
+def test_a_long_prune_lets_the_writer_in_between_its_chunks(tmp_path):
+    """A backlog pruned chunk after chunk pauses between chunks: new decisions are written while it runs
+    (a lock is not fair; without the pause the pruning thread could take it back every time)."""
+    now = time.time()
+    log = DecisionLog(tmp_path / "decisions.sqlite", checkpoint_every_s=None)
+    log.record([_decision(f"old{i}", now - 7200 + i / 100) for i in range(20_000)])
+    pruner = threading.Thread(target=log.prune, args=(now - 3600,), kwargs={"chunk": 100})
+    pruner.start()
+    time.sleep(0.02)
+    for i in range(20):
+        log.record([_decision(f"new{i}", now)])
+    assert pruner.is_alive()  # twenty writes went through while at most a few of 200 chunks were done
+    pruner.join()
+    assert log._connection.execute("SELECT count(*) FROM decisions").fetchone()[0] == 20
+    log.close()
 
 
 def test_decision_log_prunes_on_its_checkpoint_thread(tmp_path):
