@@ -301,21 +301,20 @@ class PayrouteService:
         return await waiting
 
     async def _lead_rank_group(self) -> None:
-        """Wait for the state token, then rank the whole queue (see :meth:`_rank_coalesced`)."""
+        """One turn of the loop, then the whole queue ranked (after the state token if state work holds it;
+        see :meth:`_rank_coalesced`)."""
         self._rank_leader = True
         taken = False
         try:
             await asyncio.sleep(0)  # one turn of the loop: requests parsed meanwhile join the group
             limiter = self._limiter()
-            if limiter.borrowed_tokens == 0:  # the state is free: rank now (nothing can take it before we are done)
-                group, self._rank_queue = self._rank_queue, []
-                self._rank_leader, taken = False, True
-                self._rank_group(group)
-                return
-            async with limiter:  # a batch, learning or a snapshot holds the state: wait for the token
-                group, self._rank_queue = self._rank_queue, []
-                self._rank_leader, taken = False, True
-                self._rank_group(group)
+            if limiter.borrowed_tokens:  # a batch, learning or a snapshot holds the state: wait for the token
+                async with limiter:
+                    taken = True
+                    self._rank_queued()
+            else:  # the state is free: rank now (nothing else runs on the loop before we are done)
+                taken = True
+                self._rank_queued()
         finally:
             if not taken:  # cancelled while waiting for the state: someone must still rank the queue
                 self._rank_leader = False
@@ -323,6 +322,12 @@ class PayrouteService:
                     helper = asyncio.ensure_future(self._lead_rank_group())
                     self._rank_helpers.add(helper)  # a reference until it is done
                     helper.add_done_callback(self._rank_helpers.discard)
+
+    def _rank_queued(self) -> None:
+        """Take the whole queue (the next request to queue leads a new group) and rank it."""
+        group, self._rank_queue = self._rank_queue, []
+        self._rank_leader = False
+        self._rank_group(group)
 
     def _rank_group(self, group: list[tuple[Transaction, asyncio.Future]]) -> None:
         """Rank a taken queue and hand each waiter its decision (or the error, to every waiter). Requests

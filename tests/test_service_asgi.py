@@ -351,7 +351,7 @@ def _coalescer():
         metrics=types.SimpleNamespace(rank_groups=types.SimpleNamespace(observe=lambda size: None)),
         _limiter=lambda: limiter, _rank_queue=[], _rank_leader=False, _rank_helpers=set(),
     )
-    for name in ("_rank_coalesced", "_lead_rank_group", "_rank_group"):
+    for name in ("_rank_coalesced", "_lead_rank_group", "_rank_queued", "_rank_group"):
         setattr(fake, name, types.MethodType(getattr(inner, name), fake))
     return fake, limiter, calls
 
