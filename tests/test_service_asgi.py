@@ -28,7 +28,7 @@ from starlette.testclient import TestClient  # noqa: E402
 from payroute.catalog import load_catalog  # noqa: E402
 from payroute.contracts import Transaction  # noqa: E402
 from payroute.serving.schemas import EXAMPLE_TRANSACTION, MAX_BATCH, MAX_BODY_BYTES  # noqa: E402
-from payroute.serving.service import PayrouteService  # noqa: E402
+from payroute.serving.service import CompanyGate, PayrouteService  # noqa: E402
 from payroute.serving.testing import write_demo_bundle  # noqa: E402
 
 CATALOG = load_catalog()
@@ -349,7 +349,7 @@ def _coalescer():
     fake = types.SimpleNamespace(
         core=types.SimpleNamespace(rank=rank, rank_many=rank_many),
         metrics=types.SimpleNamespace(rank_groups=types.SimpleNamespace(observe=lambda size: None)),
-        _limiter=lambda: limiter, _rank_queue=[], _rank_leader=False, _rank_helpers=set(),
+        _limiter=lambda: limiter, _rank_queue=[], _rank_leader=False, _rank_helpers=set(), _company=CompanyGate(),
     )
     for name in ("_rank_coalesced", "_lead_rank_group", "_rank_queued", "_rank_group"):
         setattr(fake, name, types.MethodType(getattr(inner, name), fake))
@@ -396,6 +396,46 @@ def test_with_the_state_free_a_group_is_ranked_after_one_turn_of_the_loop_withou
         assert await asyncio.wait_for(asyncio.gather(*tasks), 5) == [f"decision-t{i}" for i in range(4)]
         assert calls["many"] == [["t0", "t1", "t2", "t3"]] and tokens_while_ranking == [0]
         assert not fake._rank_leader and not fake._rank_queue and limiter.borrowed_tokens == 0
+
+    asyncio.run(scenario())
+
+
+def test_company_gate_stops_waiting_after_fruitless_turns_and_probes():
+    """Turns that gather no group of BATCH_FROM stop after ``patience``; then every ``probe_every``-th
+    leader still waits, and one useful group (from a probe or behind the state) restores waiting."""
+    gate = CompanyGate(useful=3, patience=2, probe_every=3)
+    for _ in range(2):
+        assert gate.should_wait()
+        gate.observe(1, waited=True)
+    pattern = []
+    for _ in range(6):
+        waited = gate.should_wait()
+        pattern.append(waited)
+        gate.observe(2 if waited else 1, waited)  # a pair is not worth a turn
+    assert pattern == [False, False, True, False, False, True]
+    gate.observe(5, waited=False)  # queued behind a batch: load is back
+    assert [gate.should_wait() for _ in range(2)] == [True, True]
+    gate.observe(4, waited=True)
+    gate.observe(1, waited=True)
+    assert gate.should_wait()  # one fruitless turn after a useful one: still within patience
+
+
+def test_a_lone_leader_ranks_at_once_once_turns_stop_paying():
+    """Once waiting has stopped gathering groups, a leader ranks without yielding: a request parsed in the
+    same turn is ranked after it, alone (the same decisions, in arrival order)."""
+    import asyncio
+
+    async def scenario():
+        fake, limiter, calls = _coalescer()
+        fake._company = CompanyGate(useful=3, patience=1, probe_every=100)
+        assert await fake._rank_coalesced("t0") == "decision-t0"  # waited a turn, alone: fruitless
+        tasks = [asyncio.create_task(fake._rank_coalesced(f"t{i}")) for i in range(1, 5)]
+        assert await asyncio.wait_for(asyncio.gather(*tasks), 5) == [f"decision-t{i}" for i in range(1, 5)]
+        assert calls == {"many": [], "alone": ["t0", "t1", "t2", "t3", "t4"]}
+        fake._company = CompanyGate(useful=3, patience=1, probe_every=100)  # the turn back: one group
+        tasks = [asyncio.create_task(fake._rank_coalesced(f"u{i}")) for i in range(4)]
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        assert calls["many"] == [["u0", "u1", "u2", "u3"]]
 
     asyncio.run(scenario())
 
