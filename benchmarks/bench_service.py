@@ -37,13 +37,16 @@ import numpy as np
 
 import http_load
 from payroute.serving.schemas import EXAMPLE_TRANSACTION, MAX_BATCH
+from payroute.serving.settings import tracing_config
 
 API_KEY = "bench-key"
 
 
-@bentoml.service(name="noop", workers=1, traffic={"timeout": 10, "max_concurrency": 1000})
+@bentoml.service(name="noop", workers=1, traffic={"timeout": 10, "max_concurrency": 1000},
+                 tracing=tracing_config(["/noop"]))
 class NoopService:
-    """The framework's floor: same JSON body, no work."""
+    """The framework's floor: same JSON body, no work, and the service's settings (one worker, the same
+    traffic limits, spans only if ``PAYROUTE_TRACE_REQUESTS`` as for the API routes)."""
 
     @bentoml.api(route="/noop")
     async def noop(self, transaction: dict) -> dict:
@@ -293,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = httpx.get(f"{service_url}/status").json()
         print(f"model {status['model_version']} loaded={status['model_loaded']}; {os.cpu_count()} CPUs shared with the load "
-              f"generator; load average {os.getloadavg()[0]:.1f}")
+              f"generator; load average {os.getloadavg()[0]:.1f}; OpenTelemetry spans on /rank and the no-op: "
+              f"{'yes' if not tracing_config(['/noop']) else 'no (PAYROUTE_TRACE_REQUESTS=1 for both)'}")
         if args.only in (None, "feedback"):
             print(f"{'concurrency':>11} | {'/feedback outcomes/s':>20} {'p50 ms':>7} {'p99 ms':>7}")
             for concurrency in (int(c) for c in args.feedback_concurrency.split(",")):

@@ -41,12 +41,13 @@ from payroute.serving.schemas import (
     RankResponse,
     error_body,
 )
-from payroute.serving.settings import ServiceSettings, max_concurrency
+from payroute.serving.settings import ServiceSettings, max_concurrency, tracing_config
 from payroute.serving.state import ScoringCore
 
 logger = logging.getLogger("bentoml.payroute")
 
 REQUEST_TIMEOUT_S = 10
+API_ROUTES = ("/rank", "/rank_batch", "/feedback")
 BATCH_FROM = 3
 """Coalesced /rank groups of at least this many go through ``ScoringCore.rank_many`` (the same decisions
 as one by one). Pairs stay one at a time: since small batches draw row by row a pair costs less batched
@@ -134,6 +135,7 @@ _status_app = Starlette()
     name="payroute",
     workers=1,
     traffic={"timeout": REQUEST_TIMEOUT_S, "max_concurrency": max_concurrency()},
+    tracing=tracing_config(API_ROUTES),  # no spans on the API routes unless PAYROUTE_TRACE_REQUESTS
 )
 class PayrouteService:
     """Ranks PSPs for a transaction and learns from attempt outcomes."""

@@ -290,6 +290,29 @@ def test_decision_retention_setting_and_flag():
     assert "PAYROUTE_DECISION_RETENTION_DAYS" not in service_environment(parser.parse_args([]), {})
 
 
+def test_api_routes_are_left_out_of_tracing_unless_asked():
+    """The exclusion BentoML's OpenTelemetry middleware applies (its own matcher): the API routes exactly,
+    not /status or a longer path; the setting and the flag turn spans back on."""
+    from argparse import ArgumentParser
+
+    from opentelemetry.util.http import ExcludeList
+
+    from payroute.serving.cli import add_arguments, service_environment
+    from payroute.serving.service import API_ROUTES
+    from payroute.serving.settings import tracing_config
+
+    excluded = ExcludeList(tracing_config(API_ROUTES, {})["excluded_urls"])
+    for route in API_ROUTES:
+        assert excluded.url_disabled(f"http://127.0.0.1:3000{route}")
+    for path in ("/status", "/metrics", "/ranking", "/rank/x", "/feedbacks"):
+        assert not excluded.url_disabled(f"http://127.0.0.1:3000{path}")
+    assert tracing_config(API_ROUTES, {"PAYROUTE_TRACE_REQUESTS": "1"}) == {}
+    parser = ArgumentParser()
+    add_arguments(parser)
+    assert service_environment(parser.parse_args(["--trace-requests"]), {})["PAYROUTE_TRACE_REQUESTS"] == "1"
+    assert "PAYROUTE_TRACE_REQUESTS" not in service_environment(parser.parse_args([]), {})
+
+
 def test_concurrent_appends_share_commits_and_keep_idempotency(tmp_path):
     """Group commit: 8 threads × 25 outcomes, fewer fsyncs than outcomes; every result as if alone."""
     committed: list[int] = []

@@ -51,6 +51,7 @@ class Server:
     def start(self) -> "Server":
         env = {**os.environ, "PAYROUTE_API_KEYS": KEY, "PAYROUTE_SNAPSHOT_S": "3600", "PAYROUTE_MODEL_POLL_S": "1"}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        env.pop("PAYROUTE_TRACE_REQUESTS", None)  # the default: no spans on the API routes
         command = [sys.executable, "-m", "payroute.cli", "serve", "--port", str(self.port), "--no-train",
                    "--models-dir", str(self.models), "--state-dir", str(self.root / "state"),
                    "--max-concurrency", str(MAX_CONCURRENCY)]
@@ -127,6 +128,20 @@ def test_pan_refused_and_absent_from_server_logs(server):
     time.sleep(0.3)  # let the access log flush
     log = server.log.read_text()
     assert "/rank" in log and PAN not in log  # the log is being written, and holds no card number
+
+
+def test_api_routes_carry_no_spans_other_routes_do(server):
+    """The served config leaves /rank out of OpenTelemetry (its access-log line has no trace id) while
+    /status keeps its span: the exclusion reaches BentoML's middleware, route by route."""
+    assert httpx.post(f"{server.url}/rank", json={"transaction": EXAMPLE_TRANSACTION}).status_code == 200
+    assert httpx.get(f"{server.url}/status").status_code == 200
+    time.sleep(0.3)  # let the access log flush
+    lines = server.log.read_text().splitlines()
+    rank_lines = [line for line in lines if "path=/rank," in line]
+    status_lines = [line for line in lines if "path=/status," in line]
+    assert rank_lines and status_lines
+    assert all("trace=" not in line for line in rank_lines)
+    assert "trace=" in status_lines[-1]
 
 
 def test_overload_is_shed_fast_with_429(server):
