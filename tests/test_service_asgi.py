@@ -420,22 +420,20 @@ def test_company_gate_stops_waiting_after_fruitless_turns_and_probes():
     assert gate.should_wait()  # one fruitless turn after a useful one: still within patience
 
 
-def test_a_lone_leader_ranks_at_once_once_turns_stop_paying():
-    """Once waiting has stopped gathering groups, a leader ranks without yielding: a request parsed in the
-    same turn is ranked after it, alone (the same decisions, in arrival order)."""
+def test_a_lone_leader_ranks_at_once_once_turns_stop_paying_and_a_probe_finds_company():
+    """Once waiting has stopped gathering groups, a leader ranks without yielding (a request parsed in the
+    same turn is ranked after it, alone); the next probe yields, gathers the rest and batching resumes."""
     import asyncio
 
     async def scenario():
         fake, limiter, calls = _coalescer()
-        fake._company = CompanyGate(useful=3, patience=1, probe_every=100)
+        fake._company = CompanyGate(useful=3, patience=1, probe_every=2)
         assert await fake._rank_coalesced("t0") == "decision-t0"  # waited a turn, alone: fruitless
-        tasks = [asyncio.create_task(fake._rank_coalesced(f"t{i}")) for i in range(1, 5)]
+        tasks = [asyncio.create_task(fake._rank_coalesced(f"t{i}")) for i in range(1, 5)]  # parsed in one turn
         assert await asyncio.wait_for(asyncio.gather(*tasks), 5) == [f"decision-t{i}" for i in range(1, 5)]
-        assert calls == {"many": [], "alone": ["t0", "t1", "t2", "t3", "t4"]}
-        fake._company = CompanyGate(useful=3, patience=1, probe_every=100)  # the turn back: one group
-        tasks = [asyncio.create_task(fake._rank_coalesced(f"u{i}")) for i in range(4)]
-        await asyncio.wait_for(asyncio.gather(*tasks), 5)
-        assert calls["many"] == [["u0", "u1", "u2", "u3"]]
+        # t1 ranked at once; t2 probed (every 2nd leader), t3 and t4 joined it during its turn
+        assert calls == {"many": [["t2", "t3", "t4"]], "alone": ["t0", "t1"]}
+        assert fake._company.should_wait()  # a useful group: leaders wait again
 
     asyncio.run(scenario())
 
