@@ -161,8 +161,9 @@ class PayrouteService:
         self.started_at = time.time()
         freeze_heap()
         logger.info(
-            "payroute service ready: model %s, %d outcomes replayed, state in %s",
-            self.core.predictor.version, self.replayed, self.settings.state_dir,
+            "payroute service ready: model %s, %d outcomes replayed, state in %s; OpenTelemetry spans on %s %s",
+            self.core.predictor.version, self.replayed, self.settings.state_dir, ", ".join(API_ROUTES),
+            "recorded" if not tracing_config(API_ROUTES) else "off (--trace-requests or PAYROUTE_TRACE_REQUESTS=1 for them)",
         )
 
     # ------------------------------------------------------------------ API

@@ -142,6 +142,7 @@ def test_api_routes_carry_no_spans_other_routes_do(server):
     assert rank_lines and status_lines
     assert all("trace=" not in line for line in rank_lines)
     assert "trace=" in status_lines[-1]
+    assert "OpenTelemetry spans on /rank, /rank_batch, /feedback off" in server.log.read_text()  # said at start
 
 
 def test_overload_is_shed_fast_with_429(server):
