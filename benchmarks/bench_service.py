@@ -324,12 +324,18 @@ def main(argv: list[str] | None = None) -> int:
         print("server CPU: user + system CPU of the serving process per answered request (µs)")
         print(f"{'concurrency':>11} | {'/rank req/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs':>7} | "
               f"{'no-op req/s':>11} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs':>7} | ratio")
+        best: dict[str, tuple[float, int]] = {}  # each server's highest throughput over the levels
         for concurrency in (int(c) for c in args.concurrency.split(",")):
             rank, rank_cpu = measured_closed(client, f"{service_url}/rank", body, concurrency, seconds, service)
             floor, floor_cpu = measured_closed(client, f"{noop_url}/noop", body, concurrency, seconds, noop)
+            for name, rate in (("/rank", rank[0]), ("no-op", floor[0])):
+                best[name] = max(best.get(name, (0.0, 0)), (rate, concurrency))
             print(f"{concurrency:>11} | {rank[0]:>11.0f} {ms(rank[1], 50):>7.2f} {ms(rank[1], 99):>7.2f} {rank_cpu:>7.0f} | "
                   f"{floor[0]:>11.0f} {ms(floor[1], 50):>7.2f} {ms(floor[1], 99):>7.2f} {floor_cpu:>7.0f} | "
                   f"{rank[0] / floor[0]:.2f}{'' if rank[2] + floor[2] == 0 else f'  failures {rank[2]}/{floor[2]}'}")
+        print(f"capacity (each server's best over these levels): /rank {best['/rank'][0]:.0f} req/s at "
+              f"{best['/rank'][1]}, no-op {best['no-op'][0]:.0f} at {best['no-op'][1]} | ratio "
+              f"{best['/rank'][0] / best['no-op'][0]:.2f}")
         latencies, failures = run_open(client, f"{service_url}/rank", body, args.rate, seconds)
         print(f"/rank at {args.rate:.0f} req/s: p50 {ms(latencies, 50):.2f} ms, p99 {ms(latencies, 99):.2f} ms, "
               f"failures {failures}/{len(latencies)}; load average {os.getloadavg()[0]:.1f}")
