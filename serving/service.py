@@ -58,7 +58,7 @@ in-process (405-419 µs per decision against 552-588 alone, one run), but served
 class CompanyGate:
     """Whether a /rank leader yields one turn of the loop for company before ranking.
 
-    The turn costs ≈ 3–5 % of a lone /rank's CPU (interleaved A/B at concurrency 1 and 4) and pays off
+    The turn cost ≈ 3–5 % of a lone /rank's CPU (interleaved A/B at concurrency 1 and 4, spans on) and pays off
     only when it gathers a group of :data:`BATCH_FROM` or more (smaller groups are ranked one at a time
     anyway). After ``patience`` turns in a row that gathered no such group, leaders rank at once and only
     every ``probe_every``-th leader still yields, to notice when load returns; the first group of
